@@ -1,0 +1,284 @@
+//! Building and running the server: `Application::build` binds, connects, migrates and
+//! assembles the router; `run_until_stopped` serves until a shutdown signal, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::StatusCode;
+use idem::migrate::{MigrationSet, IDEM};
+use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
+use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, NoEmitter, Problem, Registry};
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{operator_token_hash, AuthCache};
+use crate::config::ServeArgs;
+use crate::domain::{admin, customers, employees, members, settings};
+use crate::jobs::{self, JobHealth};
+use crate::state::AppState;
+use crate::web::{self, HttpMetrics};
+use crate::{health, ops};
+
+fn app_postgres() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/postgres")
+}
+
+fn app_sqlite() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/sqlite")
+}
+
+/// AccuBooks' own migrations.
+pub const APP_MIGRATIONS: MigrationSet = MigrationSet {
+    postgres: app_postgres,
+    sqlite: app_sqlite,
+};
+
+/// Applies idem's and AccuBooks' pending migrations.
+pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+    IDEM.run(db)
+        .await
+        .context("failed to apply idem migrations")?;
+    APP_MIGRATIONS
+        .run(db)
+        .await
+        .context("failed to apply AccuBooks migrations")?;
+    Ok(())
+}
+
+/// Versions not yet applied.
+pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
+    let mut v = IDEM.pending(db).await?;
+    v.extend(APP_MIGRATIONS.pending(db).await?);
+    Ok(v)
+}
+
+/// Builds the router over `state`; fails when the registry and the routes disagree.
+pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
+    let (api, _registry) = MutationRouter::<AppState>::new(registry)
+        .operation("createCustomer", customers::create_customer)
+        .read("/api/customers", customers::list_customers)
+        .read("/api/customers/{id}", customers::get_customer)
+        .operation("createEmployee", employees::create_employee)
+        .read("/api/employees", employees::list_employees)
+        .read("/api/employees/{id}", employees::get_employee)
+        .operation("updateCompanySettings", settings::update_settings)
+        .read("/api/company/settings", settings::get_settings)
+        .operation("grantUserAccess", members::grant_access)
+        .read("/api/company/members", members::list_members)
+        .read("/api/company/members/{id}", members::get_member)
+        .exempt(
+            http::Method::POST,
+            "/admin/companies",
+            admin::create_company,
+        )
+        .exempt(
+            http::Method::POST,
+            "/admin/companies/{company_id}/tokens",
+            admin::issue_token,
+        )
+        .read("/admin/system/health", health::system_health)
+        .read("/healthz", health::healthz)
+        .read("/readyz", health::readyz)
+        .read("/metrics", health::metrics)
+        .finish()
+        .context("the mutation registry does not match the router")?;
+    let deadline = state.config.lease + state.config.max_wait;
+    Ok(api
+        .fallback(web::not_found)
+        .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::track_http,
+        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            request_deadline(deadline, req, next)
+        }))
+        .layer(middleware::from_fn(idem::http::request_id_layer))
+        .with_state(state))
+}
+
+async fn request_deadline(deadline: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the request exceeded its deadline; nothing was written",
+        )
+        .retry_after(5)
+        .into_response(),
+    }
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    audit_writer: AuditWriter,
+    audit_stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Connects, migrates (or checks the schema), binds `args.bind` and builds the router.
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("failed to bind {}", args.bind))?;
+        Self::build_on(args, listener).await
+    }
+
+    /// As [`Application::build`], on an already bound listener (tests bind port 0).
+    pub async fn build_on(args: ServeArgs, listener: TcpListener) -> anyhow::Result<Self> {
+        args.validate().map_err(anyhow::Error::msg)?;
+        let connect = idem::db::ConnectOptions {
+            pool_size: args.pool_size,
+            acquire_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Some(args.lease),
+        };
+        let db = Db::connect(&args.db.database_url, &connect)
+            .await
+            .with_context(|| format!("failed to connect to {}", redact(&args.db.database_url)))?;
+        if args.should_migrate() {
+            migrate(&db).await?;
+        } else {
+            let pending = pending_migrations(&db).await?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "the database schema is outdated (pending migrations {pending:?}); run `accubooks migrate` or start without --no-migrate"
+            );
+        }
+        let (operator_hash, generated) = operator_token_hash(&db, args.admin_token.as_deref())
+            .await
+            .context("failed to set up the operator token")?;
+        let local = listener.local_addr()?;
+        if let Some(token) = generated {
+            eprintln!(
+                "\nAccuBooks generated an operator token. It is shown once and only its hash is stored:\n\n    {token}\n\nCreate a company:\n\n    curl -s -X POST http://{local}/admin/companies -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"name\":\"Acme\"}}'\n"
+            );
+        }
+
+        let shutdown = CancellationToken::new();
+        let audit_stop = CancellationToken::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let (audit, audit_writer) =
+            AuditQueue::start(db.clone(), metrics.clone(), 65_536, audit_stop.clone());
+        let engine = Engine::new(
+            db.clone(),
+            EngineConfig {
+                lease: args.lease,
+                key_ttl: args.key_ttl,
+                max_wait: args.max_wait,
+                ..EngineConfig::default()
+            },
+            metrics,
+            audit,
+            Arc::new(NoEmitter),
+            shutdown.clone(),
+        );
+        let schedule = jobs::parse_schedule(&args.prune_schedule).map_err(anyhow::Error::msg)?;
+        let state = AppState {
+            db,
+            gate: Gate::new(engine),
+            config: Arc::new(args),
+            metrics: Arc::new(RwLock::new(registry)),
+            auth: Arc::new(AuthCache::default()),
+            operator_hash: Arc::new(operator_hash),
+            shutdown: shutdown.clone(),
+            jobs: Arc::new(JobHealth::default()),
+            http_metrics,
+        };
+        let router = router(state.clone(), ops::registry())?;
+        let tasks = vec![
+            tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
+            tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
+        ];
+        Ok(Self {
+            listener,
+            router,
+            state,
+            audit_writer,
+            audit_stop,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The application state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` completes; then stops accepting, lets parked waiters go
+    /// (503), drains in-flight requests for up to 30 s, flushes the audit queue and
+    /// closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            audit_writer,
+            audit_stop,
+            tasks,
+        } = self;
+        let shutdown = state.shutdown.clone();
+        let trigger = shutdown.clone();
+        let graceful = async move {
+            signal.await;
+            tracing::info!("shutdown requested: draining in-flight requests");
+            trigger.cancel();
+        };
+        let server =
+            axum::serve(listener, router.into_make_service()).with_graceful_shutdown(graceful);
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        };
+        tokio::select! {
+            r = server => r.context("server failed")?,
+            () = drained => tracing::warn!("drain deadline (30s) passed; abandoning remaining requests"),
+        }
+        for t in tasks {
+            t.abort();
+        }
+        audit_stop.cancel();
+        audit_writer.finish().await;
+        state.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

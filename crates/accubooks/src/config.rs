@@ -1,0 +1,163 @@
+//! Command line and environment: every setting of API.md's configuration table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// AccuBooks: a multi-tenant accounting API whose financial writes happen exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "accubooks", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(Box<ServeArgs>),
+    /// Apply pending database migrations and exit.
+    Migrate(DbArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database URL: `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://accubooks.db")]
+    pub database_url: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for machines).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Settings of `accubooks serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ACCUBOOKS_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    /// The database.
+    pub db: DbArgs,
+
+    /// Apply pending migrations at start (the default); see --no-migrate.
+    #[arg(
+        long = "migrate",
+        env = "ACCUBOOKS_MIGRATE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "no_migrate"
+    )]
+    pub migrate: bool,
+
+    /// Do not migrate at start; an outdated schema then stops the start.
+    #[arg(long = "no-migrate", overrides_with = "migrate")]
+    pub no_migrate: bool,
+
+    /// Operator token for /admin/ (overrides the stored one; only its hash is kept).
+    #[arg(long, env = "ACCUBOOKS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long completed idempotency records count (must exceed the lease).
+    #[arg(long, env = "ACCUBOOKS_KEY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub key_ttl: Duration,
+
+    /// How long a claim lasts without renewal; a dead executor's key frees after it.
+    #[arg(long, env = "ACCUBOOKS_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// Longest `Prefer: wait` honoured.
+    #[arg(long, env = "ACCUBOOKS_MAX_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+
+    /// Database pool size (default: 32 on PostgreSQL, 8 on SQLite).
+    #[arg(long, env = "ACCUBOOKS_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: Option<u32>,
+
+    /// Log format.
+    #[arg(long, env = "ACCUBOOKS_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// When the prune job runs: a 5-field cron expression, UTC.
+    #[arg(long, env = "ACCUBOOKS_PRUNE_SCHEDULE", default_value = "30 3 * * *")]
+    pub prune_schedule: String,
+
+    /// Allow webhook targets on loopback, private and link-local addresses.
+    #[arg(long, env = "ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), hide = true)]
+    pub webhook_allow_private: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 30s, 5m, 24h)"))
+}
+
+impl ServeArgs {
+    /// Whether to migrate at start.
+    pub fn should_migrate(&self) -> bool {
+        self.migrate && !self.no_migrate
+    }
+
+    /// Checks the settings together; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease < Duration::from_millis(100) {
+            return Err("--lease must be at least 100ms".into());
+        }
+        if self.key_ttl <= self.lease {
+            return Err(format!(
+                "--key-ttl ({}) must exceed --lease ({}): a record must outlive its claim",
+                humantime::format_duration(self.key_ttl),
+                humantime::format_duration(self.lease)
+            ));
+        }
+        if let Err(e) = crate::jobs::parse_schedule(&self.prune_schedule) {
+            return Err(format!(
+                "--prune-schedule {:?} is not a 5-field cron expression: {e}",
+                self.prune_schedule
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_migrate_turns_migration_off_and_ttl_must_exceed_lease() {
+        let cli = Cli::parse_from([
+            "accubooks",
+            "serve",
+            "--no-migrate",
+            "--key-ttl",
+            "10s",
+            "--lease",
+            "30s",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert!(!args.should_migrate());
+        assert!(args.validate().unwrap_err().contains("--key-ttl"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Customers: `createCustomer`, reads and lists.
+
+use axum::extract::{RawQuery, Request, State};
+use axum::response::{IntoResponse, Response};
+use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::WithFingerprint;
+use crate::auth::{Need, Tenant};
+use crate::error::{AppError, AppResult};
+use crate::ops;
+use crate::state::AppState;
+use crate::validate::{Validator, NAME_MAX};
+use crate::web::{ok_json, page, IdPath, ListQuery};
+
+/// A customer, as every endpoint renders it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Customer {
+    id: Id,
+    name: String,
+    email: Option<String>,
+    created_at: Ts,
+}
+
+const COLUMNS: &str = "id, name, email, created_at";
+
+fn location(id: Uuid) -> String {
+    format!("/api/customers/{id}")
+}
+
+struct CustomerIn {
+    name: String,
+    email: Option<String>,
+}
+
+fn parse(body: &Value) -> AppResult<CustomerIn> {
+    let mut v = Validator::new();
+    let obj = v.object(body, "", &["name", "email"]);
+    let (name, email) = match obj {
+        Some(o) => (
+            v.text(o, "", "name", NAME_MAX, true),
+            v.email(o, "", "email", false),
+        ),
+        None => (None, None),
+    };
+    v.finish()?;
+    Ok(CustomerIn {
+        name: name.unwrap_or_default(),
+        email,
+    })
+}
+
+/// Loads a customer of `company`.
+pub async fn find(db: &Db, company: Uuid, id: Uuid) -> AppResult<Option<Customer>> {
+    let sql = format!("select {COLUMNS} from customers where company_id = $1 and id = $2");
+    Ok(on_db!(db, |c| sqlx::query_as::<_, Customer>(&sql)
+        .bind(Id(company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await)?)
+}
+
+/// Whether a customer exists in `company` (inside a write).
+pub async fn exists(tx: &mut Tx, company: Uuid, id: Uuid) -> AppResult<bool> {
+    let n: Option<i32> = on_tx!(tx, |c| sqlx::query_scalar(
+        "select 1 from customers where company_id = $1 and id = $2"
+    )
+    .bind(Id(company))
+    .bind(Id(id))
+    .fetch_optional(c)
+    .await)?;
+    Ok(n.is_some())
+}
+
+struct CreateCustomer {
+    company: Uuid,
+    body: Value,
+}
+
+impl Operation for CreateCustomer {
+    type Error = AppError;
+
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        _tenant: &str,
+        id: Uuid,
+    ) -> AppResult<Option<Existing>> {
+        let sql = format!("select request_fingerprint, {COLUMNS} from customers where company_id = $1 and id = $2");
+        let row = on_tx!(tx, |c| sqlx::query_as::<_, WithFingerprint<Customer>>(&sql)
+            .bind(Id(self.company))
+            .bind(Id(id))
+            .fetch_optional(c)
+            .await)?;
+        row.map(|r| super::existing(r.request_fingerprint, &r.entity, Some(location(id))))
+            .transpose()
+    }
+
+    async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let input = parse(&self.body)?;
+        let customer = Customer {
+            id: Id(ctx.id()),
+            name: input.name,
+            email: input.email,
+            created_at: ctx.now(),
+        };
+        let fingerprint = ctx.fingerprint().to_owned();
+        on_tx!(ctx.tx(), |c| sqlx::query(
+            "insert into customers (company_id, id, name, email, request_fingerprint, created_at) \
+             values ($1, $2, $3, $4, $5, $6)"
+        )
+        .bind(Id(self.company))
+        .bind(customer.id)
+        .bind(&customer.name)
+        .bind(customer.email.as_deref())
+        .bind(&fingerprint)
+        .bind(customer.created_at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        super::created(&customer, Some(location(customer.id.0)))
+    }
+}
+
+/// Handles `POST /api/customers`.
+pub async fn create_customer(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Response {
+    if let Err(e) = tenant.require(Need::Writer) {
+        return e.into_response();
+    }
+    let company = tenant.company_id;
+    state
+        .gate
+        .handle(&ops::CREATE_CUSTOMER, tenant.writer(), req, |body| {
+            CreateCustomer { company, body }
+        })
+        .await
+}
+
+/// Handles `GET /api/customers/{id}`.
+pub async fn get_customer(
+    IdPath(id): IdPath,
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> AppResult<Response> {
+    let customer = find(&state.db, tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("customer {id} does not exist")))?;
+    Ok(ok_json(&customer))
+}
+
+/// Handles `GET /api/customers`.
+pub async fn list_customers(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    RawQuery(q): RawQuery,
+) -> AppResult<Response> {
+    let q = ListQuery::parse(q.as_deref(), &[])?;
+    let sql = format!(
+        "select {COLUMNS} from customers where company_id = $1{} order by created_at desc, id desc limit ${}",
+        q.keyset(2, "id"),
+        if q.after.is_some() { 4 } else { 2 }
+    );
+    let rows = on_db!(&state.db, |c| {
+        let mut query = sqlx::query_as::<_, Customer>(&sql).bind(Id(tenant.company_id));
+        if let Some((ts, id)) = q.after {
+            query = query.bind(ts).bind(Id(id));
+        }
+        query.bind(q.limit + 1).fetch_all(c).await
+    })?;
+    Ok(ok_json(&page(rows, q.limit, |c| (c.created_at, c.id.0))))
+}

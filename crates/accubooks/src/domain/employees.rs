@@ -1,0 +1,243 @@
+//! Employees: `createEmployee`, reads and lists.
+
+use axum::extract::{RawQuery, Request, State};
+use axum::response::{IntoResponse, Response};
+use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::WithFingerprint;
+use crate::auth::{Need, Tenant};
+use crate::error::{AppError, AppResult};
+use crate::money::Money;
+use crate::ops;
+use crate::state::AppState;
+use crate::validate::{Sign, Validator, NAME_MAX};
+use crate::web::{ok_json, page, IdPath, ListQuery};
+
+#[derive(Debug, Clone, FromRow)]
+struct EmployeeRow {
+    id: Id,
+    name: String,
+    email: Option<String>,
+    pay_type: String,
+    annual_salary: Option<i64>,
+    hourly_rate: Option<i64>,
+    active: bool,
+    created_at: Ts,
+}
+
+/// An employee, as every endpoint renders it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Employee {
+    id: Id,
+    name: String,
+    email: Option<String>,
+    pay_type: String,
+    annual_salary: Option<Money>,
+    hourly_rate: Option<Money>,
+    active: bool,
+    created_at: Ts,
+}
+
+impl From<EmployeeRow> for Employee {
+    fn from(r: EmployeeRow) -> Self {
+        Employee {
+            id: r.id,
+            name: r.name,
+            email: r.email,
+            pay_type: r.pay_type,
+            annual_salary: r.annual_salary.map(Money),
+            hourly_rate: r.hourly_rate.map(Money),
+            active: r.active,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, email, pay_type, annual_salary, hourly_rate, active, created_at";
+
+fn location(id: Uuid) -> String {
+    format!("/api/employees/{id}")
+}
+
+struct EmployeeIn {
+    name: String,
+    email: Option<String>,
+    pay_type: &'static str,
+    annual_salary: Option<Money>,
+    hourly_rate: Option<Money>,
+}
+
+fn parse(body: &Value) -> AppResult<EmployeeIn> {
+    let mut v = Validator::new();
+    let Some(o) = v.object(
+        body,
+        "",
+        &["name", "email", "pay_type", "annual_salary", "hourly_rate"],
+    ) else {
+        v.finish()?;
+        return Err(AppError::Internal("unreachable: object check".into()));
+    };
+    let name = v.text(o, "", "name", NAME_MAX, true);
+    let email = v.email(o, "", "email", false);
+    let pay_type = v.one_of(o, "", "pay_type", &["salary", "hourly"], true);
+    let (mut annual_salary, mut hourly_rate) = (None, None);
+    match pay_type {
+        Some("salary") => {
+            annual_salary = v.money(o, "", "annual_salary", Sign::Positive, true);
+            if !o.get("hourly_rate").is_none_or(Value::is_null) {
+                v.error("hourly_rate", "must be absent when pay_type is salary");
+            }
+        }
+        Some(_) => {
+            hourly_rate = v.money(o, "", "hourly_rate", Sign::Positive, true);
+            if !o.get("annual_salary").is_none_or(Value::is_null) {
+                v.error("annual_salary", "must be absent when pay_type is hourly");
+            }
+        }
+        None => {}
+    }
+    v.finish()?;
+    Ok(EmployeeIn {
+        name: name.unwrap_or_default(),
+        email,
+        pay_type: pay_type.unwrap_or("salary"),
+        annual_salary,
+        hourly_rate,
+    })
+}
+
+/// Loads an employee of `company`.
+pub async fn find(db: &Db, company: Uuid, id: Uuid) -> AppResult<Option<Employee>> {
+    let sql = format!("select {COLUMNS} from employees where company_id = $1 and id = $2");
+    let row = on_db!(db, |c| sqlx::query_as::<_, EmployeeRow>(&sql)
+        .bind(Id(company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.map(Employee::from))
+}
+
+struct CreateEmployee {
+    company: Uuid,
+    body: Value,
+}
+
+impl Operation for CreateEmployee {
+    type Error = AppError;
+
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        _tenant: &str,
+        id: Uuid,
+    ) -> AppResult<Option<Existing>> {
+        let sql = format!("select request_fingerprint, {COLUMNS} from employees where company_id = $1 and id = $2");
+        let row = on_tx!(tx, |c| sqlx::query_as::<_, WithFingerprint<EmployeeRow>>(
+            &sql
+        )
+        .bind(Id(self.company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await)?;
+        row.map(|r| {
+            super::existing(
+                r.request_fingerprint,
+                &Employee::from(r.entity),
+                Some(location(id)),
+            )
+        })
+        .transpose()
+    }
+
+    async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let input = parse(&self.body)?;
+        let employee = Employee {
+            id: Id(ctx.id()),
+            name: input.name,
+            email: input.email,
+            pay_type: input.pay_type.to_owned(),
+            annual_salary: input.annual_salary,
+            hourly_rate: input.hourly_rate,
+            active: true,
+            created_at: ctx.now(),
+        };
+        let fingerprint = ctx.fingerprint().to_owned();
+        on_tx!(ctx.tx(), |c| {
+            sqlx::query(
+            "insert into employees (company_id, id, name, email, pay_type, annual_salary, hourly_rate, \
+             active, request_fingerprint, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(Id(self.company))
+        .bind(employee.id)
+        .bind(&employee.name)
+        .bind(employee.email.as_deref())
+        .bind(&employee.pay_type)
+        .bind(employee.annual_salary.map(|m| m.0))
+        .bind(employee.hourly_rate.map(|m| m.0))
+        .bind(employee.active)
+        .bind(&fingerprint)
+        .bind(employee.created_at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        super::created(&employee, Some(location(employee.id.0)))
+    }
+}
+
+/// Handles `POST /api/employees`.
+pub async fn create_employee(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Response {
+    if let Err(e) = tenant.require(Need::Writer) {
+        return e.into_response();
+    }
+    let company = tenant.company_id;
+    state
+        .gate
+        .handle(&ops::CREATE_EMPLOYEE, tenant.writer(), req, |body| {
+            CreateEmployee { company, body }
+        })
+        .await
+}
+
+/// Handles `GET /api/employees/{id}`.
+pub async fn get_employee(
+    IdPath(id): IdPath,
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> AppResult<Response> {
+    let employee = find(&state.db, tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("employee {id} does not exist")))?;
+    Ok(ok_json(&employee))
+}
+
+/// Handles `GET /api/employees`.
+pub async fn list_employees(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    RawQuery(q): RawQuery,
+) -> AppResult<Response> {
+    let q = ListQuery::parse(q.as_deref(), &[])?;
+    let sql = format!(
+        "select {COLUMNS} from employees where company_id = $1{} order by created_at desc, id desc limit ${}",
+        q.keyset(2, "id"),
+        if q.after.is_some() { 4 } else { 2 }
+    );
+    let rows = on_db!(&state.db, |c| {
+        let mut query = sqlx::query_as::<_, EmployeeRow>(&sql).bind(Id(tenant.company_id));
+        if let Some((ts, id)) = q.after {
+            query = query.bind(ts).bind(Id(id));
+        }
+        query.bind(q.limit + 1).fetch_all(c).await
+    })?;
+    let rows: Vec<Employee> = rows.into_iter().map(Employee::from).collect();
+    Ok(ok_json(&page(rows, q.limit, |e| (e.created_at, e.id.0))))
+}

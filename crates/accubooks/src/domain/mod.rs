@@ -1,0 +1,59 @@
+//! The accounting domain: one module per area, each owning its SQL, validation and
+//! handlers. Every write is an [`idem::Operation`] run through the gate.
+
+use idem::{Created, Existing};
+use serde::Serialize;
+
+use crate::error::{AppError, AppResult};
+
+pub mod admin;
+pub mod customers;
+pub mod employees;
+pub mod members;
+pub mod settings;
+
+/// Serializes a 201 body.
+pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
+    let body =
+        serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))?;
+    Ok(Created { body, location })
+}
+
+/// Serializes the current resource for a retry after the key's record expired.
+pub fn existing<T: Serialize>(
+    fingerprint: String,
+    value: &T,
+    location: Option<String>,
+) -> AppResult<Existing> {
+    let body =
+        serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))?;
+    Ok(Existing {
+        fingerprint,
+        body,
+        location,
+    })
+}
+
+/// An operation's record row together with the fingerprint it keeps.
+#[derive(Debug)]
+pub struct WithFingerprint<T> {
+    /// Fingerprint of the request that created the row.
+    pub request_fingerprint: String,
+    /// The entity.
+    pub entity: T,
+}
+
+impl<'r, R, T> sqlx::FromRow<'r, R> for WithFingerprint<T>
+where
+    R: sqlx::Row,
+    T: sqlx::FromRow<'r, R>,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            request_fingerprint: row.try_get("request_fingerprint")?,
+            entity: T::from_row(row)?,
+        })
+    }
+}

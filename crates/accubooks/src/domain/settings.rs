@@ -1,0 +1,295 @@
+//! Company settings: `updateCompanySettings` (a new version per change) and reads.
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::{Need, Tenant};
+use crate::error::{AppError, AppResult};
+use crate::ops;
+use crate::state::AppState;
+use crate::validate::{Validator, NAME_MAX};
+use crate::web::ok_json;
+
+/// The settings of a company.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Settings {
+    /// Name shown on documents.
+    pub display_name: String,
+    /// Default invoice currency.
+    pub currency: String,
+    /// Prefix of invoice numbers.
+    pub invoice_prefix: String,
+    /// Days until an invoice is due.
+    pub payment_terms_days: i32,
+    /// First month of the fiscal year.
+    pub fiscal_year_start_month: i32,
+}
+
+/// `{settings, version}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsOut {
+    settings: Settings,
+    version: i64,
+}
+
+#[derive(FromRow)]
+struct SettingsRow {
+    #[sqlx(flatten)]
+    settings: Settings,
+    version: i64,
+}
+
+const COLUMNS: &str =
+    "display_name, currency, invoice_prefix, payment_terms_days, fiscal_year_start_month, version";
+
+/// Reads the current settings (inside a write; locks the row on PostgreSQL).
+pub async fn current_for_update(tx: &mut Tx, company: Uuid) -> AppResult<Settings> {
+    let sql = format!(
+        "select {COLUMNS} from company_settings where company_id = $1{}",
+        tx.for_update()
+    );
+    let row = on_tx!(tx, |c| sqlx::query_as::<_, SettingsRow>(&sql)
+        .bind(Id(company))
+        .fetch_optional(c)
+        .await)?;
+    row.map(|r| r.settings)
+        .ok_or_else(|| AppError::Internal(format!("company {company} has no settings")))
+}
+
+/// Reads the current settings (inside a write, without locking).
+pub async fn current(tx: &mut Tx, company: Uuid) -> AppResult<Settings> {
+    let sql = format!("select {COLUMNS} from company_settings where company_id = $1");
+    let row = on_tx!(tx, |c| sqlx::query_as::<_, SettingsRow>(&sql)
+        .bind(Id(company))
+        .fetch_optional(c)
+        .await)?;
+    row.map(|r| r.settings)
+        .ok_or_else(|| AppError::Internal(format!("company {company} has no settings")))
+}
+
+async fn load(db: &Db, company: Uuid) -> AppResult<SettingsOut> {
+    let sql = format!("select {COLUMNS} from company_settings where company_id = $1");
+    let row = on_db!(db, |c| sqlx::query_as::<_, SettingsRow>(&sql)
+        .bind(Id(company))
+        .fetch_optional(c)
+        .await)?;
+    row.map(|r| SettingsOut {
+        settings: r.settings,
+        version: r.version,
+    })
+    .ok_or_else(|| AppError::Internal(format!("company {company} has no settings")))
+}
+
+/// Inserts version 1 for a new company.
+pub async fn insert_initial(tx: &mut Tx, company: Uuid, name: &str, now: Ts) -> AppResult<()> {
+    let s = Settings {
+        display_name: name.to_owned(),
+        currency: "USD".into(),
+        invoice_prefix: "INV-".into(),
+        payment_terms_days: 30,
+        fiscal_year_start_month: 1,
+    };
+    on_tx!(tx, |c| {
+        sqlx::query(
+        "insert into company_settings (company_id, display_name, currency, invoice_prefix, \
+         payment_terms_days, fiscal_year_start_month, version, updated_at) values ($1, $2, $3, $4, $5, $6, 1, $7)"
+    )
+    .bind(Id(company))
+    .bind(&s.display_name)
+    .bind(&s.currency)
+    .bind(&s.invoice_prefix)
+    .bind(s.payment_terms_days)
+    .bind(s.fiscal_year_start_month)
+    .bind(now)
+    .execute(c)
+    .await
+        .map(|r| r.rows_affected())
+    })?;
+    insert_version(tx, company, Uuid::now_v7(), 1, &s, None, now).await
+}
+
+async fn insert_version(
+    tx: &mut Tx,
+    company: Uuid,
+    id: Uuid,
+    version: i64,
+    s: &Settings,
+    fingerprint: Option<&str>,
+    now: Ts,
+) -> AppResult<()> {
+    on_tx!(tx, |c| {
+        sqlx::query(
+        "insert into settings_versions (company_id, id, version, display_name, currency, invoice_prefix, \
+         payment_terms_days, fiscal_year_start_month, request_fingerprint, created_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    )
+    .bind(Id(company))
+    .bind(Id(id))
+    .bind(version)
+    .bind(&s.display_name)
+    .bind(&s.currency)
+    .bind(&s.invoice_prefix)
+    .bind(s.payment_terms_days)
+    .bind(s.fiscal_year_start_month)
+    .bind(fingerprint)
+    .bind(now)
+    .execute(c)
+    .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+const FIELDS: &[&str] = &[
+    "display_name",
+    "currency",
+    "invoice_prefix",
+    "payment_terms_days",
+    "fiscal_year_start_month",
+];
+
+/// Applies a validated patch to `s`.
+fn apply_patch(body: &Value, s: &mut Settings) -> AppResult<()> {
+    let mut v = Validator::new();
+    let Some(o) = v.object(body, "", FIELDS) else {
+        return v.finish();
+    };
+    if !FIELDS.iter().any(|f| o.contains_key(*f)) {
+        v.error(
+            "body",
+            format!("must contain at least one of: {}", FIELDS.join(", ")),
+        );
+    }
+    for f in FIELDS {
+        if o.get(*f).is_some_and(Value::is_null) {
+            v.error(*f, "must not be null");
+        }
+    }
+    if let Some(x) = v.text(o, "", "display_name", NAME_MAX, false) {
+        if x.trim().is_empty() {
+            v.error("display_name", "must not be blank");
+        } else {
+            s.display_name = x;
+        }
+    }
+    if let Some(x) = v.currency(o, "", "currency", false) {
+        s.currency = x;
+    }
+    if let Some(x) = v.text(o, "", "invoice_prefix", 10, false) {
+        if x.is_empty()
+            || !x
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+        {
+            v.error("invoice_prefix", "must be 1 to 10 of A-Z, 0-9 and -");
+        } else {
+            s.invoice_prefix = x;
+        }
+    }
+    if let Some(x) = v.integer(o, "", "payment_terms_days", 0, 365, false) {
+        s.payment_terms_days = i32::try_from(x).unwrap_or_default();
+    }
+    if let Some(x) = v.integer(o, "", "fiscal_year_start_month", 1, 12, false) {
+        s.fiscal_year_start_month = i32::try_from(x).unwrap_or(1);
+    }
+    v.finish()
+}
+
+struct UpdateSettings {
+    company: Uuid,
+    body: Value,
+}
+
+impl Operation for UpdateSettings {
+    type Error = AppError;
+
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        _tenant: &str,
+        id: Uuid,
+    ) -> AppResult<Option<Existing>> {
+        let fp: Option<Option<String>> = on_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "select request_fingerprint from settings_versions where company_id = $1 and id = $2"
+        )
+        .bind(Id(self.company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await
+        })?;
+        let Some(fp) = fp else { return Ok(None) };
+        let sql = format!("select {COLUMNS} from company_settings where company_id = $1");
+        let row = on_tx!(tx, |c| sqlx::query_as::<_, SettingsRow>(&sql)
+            .bind(Id(self.company))
+            .fetch_one(c)
+            .await)?;
+        let out = SettingsOut {
+            settings: row.settings,
+            version: row.version,
+        };
+        super::existing(fp.unwrap_or_default(), &out, None).map(Some)
+    }
+
+    async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let mut s = current_for_update(ctx.tx(), self.company).await?;
+        apply_patch(&self.body, &mut s)?;
+        let now = ctx.now();
+        let version: i64 = on_tx!(ctx.tx(), |c| {
+            sqlx::query_scalar(
+            "update company_settings set display_name = $1, currency = $2, invoice_prefix = $3, \
+             payment_terms_days = $4, fiscal_year_start_month = $5, version = version + 1, updated_at = $6 \
+             where company_id = $7 returning version"
+        )
+        .bind(&s.display_name)
+        .bind(&s.currency)
+        .bind(&s.invoice_prefix)
+        .bind(s.payment_terms_days)
+        .bind(s.fiscal_year_start_month)
+        .bind(now)
+        .bind(Id(self.company))
+        .fetch_one(c)
+        .await
+        })?;
+        let (id, fp) = (ctx.id(), ctx.fingerprint().to_owned());
+        insert_version(ctx.tx(), self.company, id, version, &s, Some(&fp), now).await?;
+        super::created(
+            &SettingsOut {
+                settings: s,
+                version,
+            },
+            None,
+        )
+    }
+}
+
+/// Handles `PATCH /api/company/settings`.
+pub async fn update_settings(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Response {
+    if let Err(e) = tenant.require(Need::Admin) {
+        return e.into_response();
+    }
+    let company = tenant.company_id;
+    state
+        .gate
+        .handle(
+            &ops::UPDATE_COMPANY_SETTINGS,
+            tenant.writer(),
+            req,
+            |body| UpdateSettings { company, body },
+        )
+        .await
+}
+
+/// Handles `GET /api/company/settings`.
+pub async fn get_settings(State(state): State<AppState>, tenant: Tenant) -> AppResult<Response> {
+    Ok(ok_json(&load(&state.db, tenant.company_id).await?))
+}

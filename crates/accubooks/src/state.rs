@@ -1,0 +1,41 @@
+//! The application state shared by every handler.
+
+use std::sync::Arc;
+
+use idem::{Db, Engine, Gate};
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthCache;
+use crate::config::ServeArgs;
+use crate::jobs::JobHealth;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub db: Db,
+    /// The idempotency gate (and through it the engine).
+    pub gate: Gate,
+    /// Settings.
+    pub config: Arc<ServeArgs>,
+    /// This app's metrics registry (never a global).
+    pub metrics: Arc<RwLock<prometheus_client::registry::Registry>>,
+    /// Token cache.
+    pub auth: Arc<AuthCache>,
+    /// SHA-256 of the operator token.
+    pub operator_hash: Arc<String>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Background job status (prune, audit).
+    pub jobs: Arc<JobHealth>,
+    /// HTTP metrics.
+    pub http_metrics: crate::web::HttpMetrics,
+}
+
+impl AppState {
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        self.gate.engine()
+    }
+}

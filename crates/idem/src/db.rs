@@ -1,0 +1,436 @@
+//! One database handle over PostgreSQL and SQLite, and the types both stores share.
+//!
+//! Invariants:
+//! - SQL is written once, with `$1..$n` placeholders whose first appearances are in
+//!   ascending order (SQLite binds `$N` by number too), and run on either store through
+//!   [`on_db!`](crate::on_db) / [`on_tx!`](crate::on_tx), which expand the query once per
+//!   backend with the concrete executor.
+//! - Timestamps ([`Ts`]) are microseconds since the epoch: `timestamptz` on PostgreSQL,
+//!   `INTEGER` on SQLite. Ids ([`Id`]) are `uuid` on PostgreSQL and lowercase hyphenated
+//!   `TEXT` on SQLite.
+//! - On SQLite every write transaction holds the process's write gate (one writer at a
+//!   time, FIFO, without busy-waiting inside SQLite) and begins with `BEGIN IMMEDIATE`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous, SqliteTypeInfo,
+    SqliteValueRef,
+};
+use sqlx::{Database, Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Type};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+/// Which store a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: the production store, shared by any number of nodes.
+    Postgres,
+    /// SQLite: the embedded single-process store.
+    Sqlite,
+}
+
+/// A connection pool on one of the two stores.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// PostgreSQL pool.
+    Postgres(PgPool),
+    /// SQLite pool and the process-wide write gate for its file.
+    Sqlite {
+        /// The pool (readers run concurrently under WAL).
+        pool: SqlitePool,
+        /// Held by every write: SQLite has one writer at a time.
+        write_gate: Arc<Mutex<()>>,
+    },
+}
+
+/// Options for [`Db::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Largest pool size; `None` sizes it to the store (PostgreSQL 32, SQLite 8).
+    pub pool_size: Option<u32>,
+    /// How long a request may wait for a connection before it is refused.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL: a session idle inside a transaction this long is ended by the server,
+    /// so a frozen executor cannot hold row locks past its lease.
+    pub idle_in_transaction_timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: None,
+            acquire_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: None,
+        }
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`; a SQLite file is created if
+    /// missing and opened in WAL mode with `synchronous=FULL`).
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut connect = PgConnectOptions::from_str(url)?;
+            if let Some(t) = opts.idle_in_transaction_timeout {
+                connect = connect.options([(
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", t.as_millis()),
+                )]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.pool_size.unwrap_or(32))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(opts.acquire_timeout)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.pool_size.unwrap_or(8))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Db::Sqlite {
+                pool,
+                write_gate: Arc::new(Mutex::new(())),
+            })
+        } else {
+            Err(sqlx::Error::Configuration(
+                format!("unsupported database url {url:?}: use postgres://… or sqlite://…").into(),
+            ))
+        }
+    }
+
+    /// The store behind this handle.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// Begins a write transaction (on SQLite: takes the write gate, `BEGIN IMMEDIATE`).
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self {
+            Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
+            Db::Sqlite { pool, write_gate } => {
+                let gate = write_gate.clone().lock_owned().await;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx::Sqlite { tx, _gate: gate })
+            }
+        }
+    }
+
+    /// Takes the SQLite write gate for a single autocommit write; `None` on PostgreSQL.
+    pub async fn write_gate(&self) -> Option<OwnedMutexGuard<()>> {
+        match self {
+            Db::Postgres(_) => None,
+            Db::Sqlite { write_gate, .. } => Some(write_gate.clone().lock_owned().await),
+        }
+    }
+
+    /// Connections currently checked out of the pool.
+    pub fn connections_in_use(&self) -> u32 {
+        let (size, idle) = match self {
+            Db::Postgres(p) => (p.size(), p.num_idle()),
+            Db::Sqlite { pool, .. } => (pool.size(), pool.num_idle()),
+        };
+        size.saturating_sub(idle as u32)
+    }
+
+    /// Connections open (idle or in use).
+    pub fn connections_open(&self) -> u32 {
+        match self {
+            Db::Postgres(p) => p.size(),
+            Db::Sqlite { pool, .. } => pool.size(),
+        }
+    }
+
+    /// The configured maximum pool size.
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Db::Postgres(p) => p.options().get_max_connections(),
+            Db::Sqlite { pool, .. } => pool.options().get_max_connections(),
+        }
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(p) => p.close().await,
+            Db::Sqlite { pool, .. } => pool.close().await,
+        }
+    }
+
+    /// `select 1`: is the store reachable?
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::on_db!(self, |c| sqlx::query("select 1")
+            .execute(c)
+            .await
+            .map(|_| ()))
+    }
+}
+
+/// A write transaction on either store.
+#[derive(Debug)]
+pub enum Tx {
+    /// PostgreSQL transaction.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// SQLite transaction, holding the write gate until it ends.
+    Sqlite {
+        /// The transaction.
+        tx: sqlx::Transaction<'static, Sqlite>,
+        /// The write gate, released when the transaction is dropped.
+        _gate: OwnedMutexGuard<()>,
+    },
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Sqlite { tx, .. } => tx.commit().await,
+        }
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(tx) => tx.rollback().await,
+            Tx::Sqlite { tx, .. } => tx.rollback().await,
+        }
+    }
+
+    /// The store behind this transaction.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// `" for update"` on PostgreSQL, `""` on SQLite (whose writer already holds the only
+    /// write lock): append to a `select` that must lock the rows it reads.
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Tx::Postgres(_) => " for update",
+            Tx::Sqlite { .. } => "",
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the pool of either store: `on_db!(db, |c| query.fetch_one(c).await)`.
+/// The body is expanded once per backend, so it must evaluate to the same type on both.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres(pool) => {
+                let $c = pool;
+                $body
+            }
+            $crate::db::Db::Sqlite { pool, .. } => {
+                let $c = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the connection of a [`Tx`]: `on_tx!(tx, |c| query.execute(c).await)`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(tx) => {
+                let $c = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Sqlite { tx, .. } => {
+                let $c = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// A UTC instant with microsecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(i64);
+
+impl Ts {
+    /// Now, truncated to microseconds.
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_micros())
+    }
+
+    /// From microseconds since the epoch.
+    pub fn from_micros(us: i64) -> Self {
+        Self(us)
+    }
+
+    /// Microseconds since the epoch.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// This instant plus a duration (saturating).
+    pub fn plus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// This instant minus a duration (saturating).
+    pub fn minus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// As a chrono instant.
+    pub fn to_chrono(self) -> DateTime<Utc> {
+        Utc.timestamp_micros(self.0).single().unwrap_or_default()
+    }
+
+    /// From a chrono instant (truncated to microseconds).
+    pub fn from_chrono(t: DateTime<Utc>) -> Self {
+        Self(t.timestamp_micros())
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub fn render(self) -> String {
+        self.to_chrono()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    }
+
+    /// The UTC calendar date.
+    pub fn date(self) -> chrono::NaiveDate {
+        self.to_chrono().date_naive()
+    }
+}
+
+impl serde::Serialize for Ts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.render())
+    }
+}
+
+impl Type<Postgres> for Ts {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Ts {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer<'_>,
+    ) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.to_chrono(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Ts {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self::from_chrono(
+            <DateTime<Utc> as Decode<Postgres>>::decode(value)?,
+        ))
+    }
+}
+
+impl Type<Sqlite> for Ts {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Ts {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Ts {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(<i64 as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+/// A UUID column: `uuid` on PostgreSQL, lowercase hyphenated `TEXT` on SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(pub Uuid);
+
+impl From<Uuid> for Id {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+impl Type<Postgres> for Id {
+    fn type_info() -> PgTypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Id {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer<'_>,
+    ) -> Result<IsNull, BoxDynError> {
+        <Uuid as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Id {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(<Uuid as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+impl Type<Sqlite> for Id {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for Id {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(self.0.hyphenated().to_string(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Id {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let s = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(Self(Uuid::parse_str(s)?))
+    }
+}
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.hyphenated())
+    }
+}

@@ -1,0 +1,893 @@
+//! `Engine::run`: the one place that implements the idempotent-write state machine.
+//!
+//! | state of the scope                      | same fingerprint             | other fingerprint |
+//! |-----------------------------------------|------------------------------|-------------------|
+//! | absent / released / expired, no record row | claim → execute           | claim → execute   |
+//! | in flight, lease alive                  | 409 (or wait, `Prefer: wait`) | 409 (or wait)    |
+//! | in flight, lease ended                  | take over (fence + 1) → execute | same            |
+//! | completed, not expired                  | replay byte for byte (200)   | 422 mismatch      |
+//! | expired, deterministic record row exists | 200, the resource as it is now | 422 mismatch    |
+//!
+//! Invariants:
+//! - At most one execution of a scope commits: the business write, the completed record
+//!   (matched on this executor's fence), the `new` audit row and the outbox rows share
+//!   one transaction, and the record row's id is the scope's deterministic id.
+//! - A failed execution commits nothing and frees the key.
+//! - While executing, the executor renews its lease every lease/3; an executor whose
+//!   claim was taken over cannot commit, and answers as a retry would.
+//! - Duplicates of a key executing on this node wait on an in-process channel and hold no
+//!   database connection; duplicates of a key executing elsewhere poll with backoff.
+//! - Completed records are immutable until they expire, so they are served from an
+//!   in-memory cache without touching the database.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::db::{Db, Ts, Tx};
+use crate::fingerprint::Fingerprint;
+use crate::key::Scope;
+use crate::registry::OperationDef;
+use crate::store::{self, Claim, RecordState, StoredResponse};
+use crate::telemetry::{insert_audit, AuditQueue, AuditRow, Metrics};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// How long a completed record counts (operations may override).
+    pub key_ttl: Duration,
+    /// Cap for `Prefer: wait`.
+    pub max_wait: Duration,
+    /// Completed records kept in memory for replay.
+    pub replay_cache: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            key_ttl: Duration::from_secs(24 * 3600),
+            max_wait: Duration::from_secs(30),
+            replay_cache: 10_000,
+        }
+    }
+}
+
+/// A domain event emitted inside a write's transaction.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Event name (`payment.created`).
+    pub name: &'static str,
+    /// Entity type of the record (`payment`).
+    pub entity_type: &'static str,
+    /// The operation's record id.
+    pub entity_id: Uuid,
+}
+
+/// Schedules side effects for events, in the write's transaction (the outbox).
+pub trait Emitter: Send + Sync + 'static {
+    /// Inserts the side effects of `events` and returns how many it scheduled.
+    fn emit<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        tenant: &'a str,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<u32, sqlx::Error>>;
+}
+
+/// An emitter that schedules nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEmitter;
+
+impl Emitter for NoEmitter {
+    fn emit<'a>(
+        &'a self,
+        _: &'a mut Tx,
+        _: &'a str,
+        _: &'a [Event],
+    ) -> BoxFuture<'a, Result<u32, sqlx::Error>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+/// How an operation's failure is classified (the `error_type` metric label).
+pub trait OperationError: Send + 'static {
+    /// `validation`, `not_found`, `business_rule`, `internal`, …
+    fn error_type(&self) -> &'static str;
+    /// A description for the audit log (never SQL text).
+    fn audit_message(&self) -> String;
+}
+
+/// The operation's record as found by its deterministic id.
+#[derive(Debug, Clone)]
+pub struct Existing {
+    /// Fingerprint of the request that created it.
+    pub fingerprint: String,
+    /// The resource as it is now, in the shape of the operation's 201 body.
+    pub body: Vec<u8>,
+    /// The 201's `Location`.
+    pub location: Option<String>,
+}
+
+/// What a successful execution returns (answered with 201).
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Response body, exactly as it will be replayed.
+    pub body: Vec<u8>,
+    /// `Location`, if the operation has one.
+    pub location: Option<String>,
+}
+
+/// One idempotent operation, executed inside the engine's transaction.
+pub trait Operation: Send + Sync {
+    /// The operation's own failure type.
+    type Error: OperationError;
+
+    /// Finds the operation's record by its deterministic id (it outlives the key).
+    fn find_existing(
+        &self,
+        tx: &mut Tx,
+        tenant: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Existing>, Self::Error>> + Send;
+
+    /// Validates and performs the write. The record row's id must be `ctx.id()` and it
+    /// must keep `ctx.fingerprint()`.
+    fn execute(
+        &self,
+        ctx: &mut ExecCtx<'_>,
+    ) -> impl Future<Output = Result<Created, Self::Error>> + Send;
+}
+
+/// What an executing operation sees.
+pub struct ExecCtx<'a> {
+    tx: &'a mut Tx,
+    scope: &'a Scope,
+    user: Option<&'a str>,
+    id: Uuid,
+    fingerprint: &'a str,
+    now: Ts,
+    emitter: &'a dyn Emitter,
+    workflows_triggered: u32,
+}
+
+impl ExecCtx<'_> {
+    /// The write's transaction.
+    pub fn tx(&mut self) -> &mut Tx {
+        self.tx
+    }
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.scope.tenant
+    }
+    /// The acting user.
+    pub fn user(&self) -> Option<&str> {
+        self.user
+    }
+    /// The deterministic id of this operation's record.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The request fingerprint to keep on the record row.
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint
+    }
+    /// The instant of this execution (microseconds).
+    pub fn now(&self) -> Ts {
+        self.now
+    }
+    /// Emits events: schedules their side effects in this transaction.
+    pub async fn emit(&mut self, events: &[Event]) -> Result<u32, sqlx::Error> {
+        let n = self
+            .emitter
+            .emit(self.tx, &self.scope.tenant, events)
+            .await?;
+        self.workflows_triggered += n;
+        Ok(n)
+    }
+}
+
+/// Request facts the engine records (audit, logs).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// Request id.
+    pub request_id: String,
+    /// Acting user.
+    pub user_id: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+}
+
+/// One write presented to the engine.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// The registered operation.
+    pub op: &'static OperationDef,
+    /// (tenant, operation, key).
+    pub scope: Scope,
+    /// Request fingerprint.
+    pub fingerprint: Fingerprint,
+    /// `Prefer: wait=N` as sent (clamped by the engine).
+    pub wait: Option<Duration>,
+    /// Request facts.
+    pub meta: RequestMeta,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct WriteReply {
+    /// `true` for 200 (replay), `false` for 201 (first execution).
+    pub replayed: bool,
+    /// Body bytes.
+    pub body: Bytes,
+    /// `Location`.
+    pub location: Option<String>,
+}
+
+/// Why a write was not answered with 200/201.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// Another execution holds the key (409).
+    InFlight,
+    /// The key completed with another fingerprint (422 `idempotency_key_reused`).
+    Mismatch,
+    /// The operation failed; nothing was committed and the key is free.
+    Operation(E),
+    /// The store failed.
+    Store(sqlx::Error),
+    /// The server is shutting down (a parked waiter is let go with 503).
+    ShuttingDown,
+}
+
+/// The engine's answer, and whether the request was held by `Prefer: wait`.
+#[derive(Debug)]
+pub struct Outcome<E> {
+    /// 200/201 or the failure.
+    pub result: Result<WriteReply, WriteError<E>>,
+    /// `Some(clamped wait)` when the request was actually held.
+    pub held: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    fingerprint: String,
+    body: Bytes,
+    location: Option<String>,
+    expires_at: Ts,
+}
+
+/// The idempotent-write engine: shared by every handler of a service.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    cfg: EngineConfig,
+    metrics: Arc<Metrics>,
+    audit: AuditQueue,
+    emitter: Arc<dyn Emitter>,
+    shutdown: tokio_util::sync::CancellationToken,
+    local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
+    cache: Mutex<lru::LruCache<Scope, Arc<Cached>>>,
+    #[cfg(feature = "test-hooks")]
+    hooks: crate::hooks::TestHooks,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes the scope from the local in-flight map (waking its waiters) when dropped.
+struct LocalGuard<'a> {
+    engine: &'a Inner,
+    scope: Scope,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for LocalGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.local.lock().remove(&self.scope);
+        self.engine.metrics.local_in_flight.dec();
+    }
+}
+
+/// Frees the claim if the execution is abandoned (error, cancellation) before it commits.
+struct ClaimGuard {
+    db: Db,
+    scope: Scope,
+    fence: i64,
+    armed: bool,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (db, scope, fence) = (self.db.clone(), self.scope.clone(), self.fence);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = store::release(&db, &scope, fence).await {
+                        tracing::warn!(error = %e, operation = scope.operation, "could not release an abandoned claim; its lease will free it");
+                    }
+                });
+            }
+        }
+    }
+}
+
+enum Executed<E> {
+    Done(WriteReply),
+    Failed(WriteError<E>, u32),
+    LostClaim,
+}
+
+const MAX_LOST_CLAIMS: usize = 3;
+
+impl Engine {
+    /// Creates an engine. Requests parked by `Prefer: wait` are let go when `shutdown`
+    /// is cancelled.
+    pub fn new(
+        db: Db,
+        cfg: EngineConfig,
+        metrics: Arc<Metrics>,
+        audit: AuditQueue,
+        emitter: Arc<dyn Emitter>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let cap = NonZeroUsize::new(cfg.replay_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                cfg,
+                metrics,
+                audit,
+                emitter,
+                shutdown,
+                local: Mutex::new(HashMap::new()),
+                cache: Mutex::new(lru::LruCache::new(cap)),
+                #[cfg(feature = "test-hooks")]
+                hooks: crate::hooks::TestHooks::from_env(),
+            }),
+        }
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Test-only hold points.
+    #[cfg(feature = "test-hooks")]
+    pub fn hooks(&self) -> &crate::hooks::TestHooks {
+        &self.inner.hooks
+    }
+
+    /// Counts a request refused before it reached the engine (`missing_key`, `invalid_key`).
+    pub fn record_rejected(&self, op: &'static OperationDef, error_type: &'static str) {
+        self.inner
+            .metrics
+            .writes
+            .get_or_create(&[
+                ("operation", op.name),
+                ("type", op.kind.label()),
+                ("status", "failed"),
+            ])
+            .inc();
+        self.inner
+            .metrics
+            .failed
+            .get_or_create(&[
+                ("operation", op.name),
+                ("type", op.kind.label()),
+                ("error_type", error_type),
+            ])
+            .inc();
+    }
+
+    /// Runs one idempotent write through the state machine.
+    pub async fn run<O: Operation>(&self, req: WriteRequest, op: O) -> Outcome<O::Error> {
+        let started = Instant::now();
+        let wait = req.wait.map(|w| w.min(self.inner.cfg.max_wait));
+        let deadline = wait.map(|w| started + w);
+        let mut held = false;
+        let mut workflows = 0;
+        let result = self
+            .drive(&req, &op, deadline, &mut held, &mut workflows)
+            .await;
+        self.observe(&req, &result, started.elapsed(), workflows);
+        Outcome {
+            result,
+            held: if held { wait } else { None },
+        }
+    }
+
+    async fn drive<O: Operation>(
+        &self,
+        req: &WriteRequest,
+        op: &O,
+        deadline: Option<Instant>,
+        held: &mut bool,
+        workflows: &mut u32,
+    ) -> Result<WriteReply, WriteError<O::Error>> {
+        let inner = &*self.inner;
+        let mut lost = 0;
+        let mut poll = Duration::from_millis(10);
+        loop {
+            if let Some(hit) = self.cached(&req.scope) {
+                return replay(&hit, &req.fingerprint);
+            }
+            let guard = match self.enter_local(&req.scope) {
+                Ok(guard) => guard,
+                Err(mut rx) => {
+                    let Some(deadline) = deadline else {
+                        return Err(WriteError::InFlight);
+                    };
+                    *held = true;
+                    inner.metrics.waiters.inc();
+                    let woke = tokio::select! {
+                        r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
+                        () = inner.shutdown.cancelled() => {
+                            inner.metrics.waiters.dec();
+                            return Err(WriteError::ShuttingDown);
+                        }
+                    };
+                    inner.metrics.waiters.dec();
+                    if !woke {
+                        return Err(WriteError::InFlight);
+                    }
+                    continue;
+                }
+            };
+            let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
+            let claim = store::claim(
+                &inner.db,
+                &req.scope,
+                req.fingerprint.as_str(),
+                &req.meta.request_id,
+                inner.cfg.lease,
+                ttl,
+            )
+            .await
+            .map_err(WriteError::Store)?;
+            match claim {
+                Claim::Existing(record) if record.state == RecordState::Completed => {
+                    drop(guard);
+                    let cached = Arc::new(Cached {
+                        fingerprint: record.fingerprint,
+                        body: Bytes::from(record.response_body.unwrap_or_default()),
+                        location: record.location,
+                        expires_at: record.expires_at,
+                    });
+                    inner.cache.lock().put(req.scope.clone(), cached.clone());
+                    return replay(&cached, &req.fingerprint);
+                }
+                Claim::Existing(_) => {
+                    // In flight on another node: poll until it finishes or the wait ends.
+                    drop(guard);
+                    let Some(deadline) = deadline else {
+                        return Err(WriteError::InFlight);
+                    };
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(WriteError::InFlight);
+                    }
+                    *held = true;
+                    inner.metrics.waiters.inc();
+                    let stopped = tokio::select! {
+                        () = tokio::time::sleep(poll.min(deadline - now)) => false,
+                        () = inner.shutdown.cancelled() => true,
+                    };
+                    inner.metrics.waiters.dec();
+                    if stopped {
+                        return Err(WriteError::ShuttingDown);
+                    }
+                    poll = (poll * 2).min(Duration::from_millis(250));
+                }
+                Claim::Claimed { fence } => {
+                    match self.execute(req, op, fence, ttl).await {
+                        Executed::Done(reply) => return Ok(reply),
+                        Executed::Failed(e, n) => {
+                            *workflows = n;
+                            return Err(e);
+                        }
+                        Executed::LostClaim => {
+                            lost += 1;
+                            if lost >= MAX_LOST_CLAIMS {
+                                return Err(WriteError::InFlight);
+                            }
+                        }
+                    }
+                    drop(guard);
+                }
+            }
+        }
+    }
+
+    fn cached(&self, scope: &Scope) -> Option<Arc<Cached>> {
+        let mut cache = self.inner.cache.lock();
+        let hit = cache.get(scope)?.clone();
+        if hit.expires_at <= Ts::now() {
+            cache.pop(scope);
+            return None;
+        }
+        Some(hit)
+    }
+
+    fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
+        let mut local = self.inner.local.lock();
+        if let Some(rx) = local.get(scope) {
+            return Err(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        local.insert(scope.clone(), rx);
+        self.inner.metrics.local_in_flight.inc();
+        Ok(LocalGuard {
+            engine: &self.inner,
+            scope: scope.clone(),
+            _done: tx,
+        })
+    }
+
+    async fn execute<O: Operation>(
+        &self,
+        req: &WriteRequest,
+        op: &O,
+        fence: i64,
+        ttl: Duration,
+    ) -> Executed<O::Error> {
+        let inner = &*self.inner;
+        let mut claim = ClaimGuard {
+            db: inner.db.clone(),
+            scope: req.scope.clone(),
+            fence,
+            armed: true,
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = AbortOnDrop(tokio::spawn(renew_loop(
+            inner.db.clone(),
+            req.scope.clone(),
+            fence,
+            inner.cfg.lease,
+            lost.clone(),
+            self.renewal_paused(),
+        )));
+        self.hold("claimed", &req.scope).await;
+
+        let outcome = self.transact(req, op, fence, ttl).await;
+        drop(renewer);
+        match outcome {
+            Ok(TxOutcome::Committed(reply)) => {
+                claim.armed = false;
+                if let Some(body) = Some(reply.body.clone()) {
+                    let cached = Arc::new(Cached {
+                        fingerprint: req.fingerprint.as_str().to_owned(),
+                        body,
+                        location: reply.location.clone(),
+                        expires_at: Ts::now().plus(ttl),
+                    });
+                    inner.cache.lock().put(req.scope.clone(), cached);
+                }
+                Executed::Done(reply)
+            }
+            Ok(TxOutcome::Lost) => {
+                claim.armed = false;
+                Executed::LostClaim
+            }
+            Ok(TxOutcome::Existing(existing)) => {
+                release_now(&mut claim).await;
+                if existing.fingerprint == req.fingerprint.as_str() {
+                    Executed::Done(WriteReply {
+                        replayed: true,
+                        body: Bytes::from(existing.body),
+                        location: existing.location,
+                    })
+                } else {
+                    Executed::Failed(WriteError::Mismatch, 0)
+                }
+            }
+            Ok(TxOutcome::Failed(e, n)) => {
+                release_now(&mut claim).await;
+                Executed::Failed(WriteError::Operation(e), n)
+            }
+            Err(e) => {
+                // The commit may have failed because our session was ended after the
+                // lease (a frozen executor): answer as a retry would.
+                if lost.load(Ordering::SeqCst) || self.claim_gone(req, fence).await {
+                    claim.armed = false;
+                    return Executed::LostClaim;
+                }
+                release_now(&mut claim).await;
+                Executed::Failed(WriteError::Store(e), 0)
+            }
+        }
+    }
+
+    async fn claim_gone(&self, req: &WriteRequest, fence: i64) -> bool {
+        match store::load(&self.inner.db, &req.scope).await {
+            Ok(Some(r)) => r.fence != fence || r.state == RecordState::Completed,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    async fn transact<O: Operation>(
+        &self,
+        req: &WriteRequest,
+        op: &O,
+        fence: i64,
+        ttl: Duration,
+    ) -> Result<TxOutcome<O::Error>, sqlx::Error> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let id = req.scope.deterministic_id();
+        let mut tx = inner.db.begin().await?;
+        match op.find_existing(&mut tx, &req.scope.tenant, id).await {
+            Ok(Some(existing)) => {
+                tx.rollback().await?;
+                return Ok(TxOutcome::Existing(existing));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(TxOutcome::Failed(e, 0));
+            }
+        }
+        let mut ctx = ExecCtx {
+            tx: &mut tx,
+            scope: &req.scope,
+            user: req.meta.user_id.as_deref(),
+            id,
+            fingerprint: req.fingerprint.as_str(),
+            now: Ts::now(),
+            emitter: &*inner.emitter,
+            workflows_triggered: 0,
+        };
+        let created = op.execute(&mut ctx).await;
+        let workflows = ctx.workflows_triggered;
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(TxOutcome::Failed(e, workflows));
+            }
+        };
+        self.hold("before_complete", &req.scope).await;
+        let stored = StoredResponse {
+            status: 201,
+            body: created.body,
+            location: created.location,
+            resource_id: id,
+        };
+        if !store::complete(&mut tx, &req.scope, fence, &stored, ttl).await? {
+            tx.rollback().await?;
+            return Ok(TxOutcome::Lost);
+        }
+        let row = audit_row(req, "new", started.elapsed(), workflows, None);
+        insert_audit(&mut tx, &row).await?;
+        tx.commit().await?;
+        inner
+            .metrics
+            .workflows_triggered
+            .get_or_create(&op_labels(req.op))
+            .inc_by(u64::from(workflows));
+        Ok(TxOutcome::Committed(WriteReply {
+            replayed: false,
+            body: Bytes::from(stored.body),
+            location: stored.location,
+        }))
+    }
+
+    fn observe<E: OperationError>(
+        &self,
+        req: &WriteRequest,
+        result: &Result<WriteReply, WriteError<E>>,
+        elapsed: Duration,
+        workflows: u32,
+    ) {
+        let m = &self.inner.metrics;
+        let (op, kind) = (req.op.name, req.op.kind.label());
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        m.duration_ms
+            .get_or_create(&[("operation", op), ("type", kind)])
+            .observe(ms);
+        let (status, error_type, message) = match result {
+            Ok(r) if r.replayed => ("replayed", None, None),
+            Ok(_) => ("new", None, None),
+            Err(WriteError::InFlight) => (
+                "failed",
+                Some("in_flight"),
+                Some("idempotency key in flight".to_owned()),
+            ),
+            Err(WriteError::Mismatch) => (
+                "failed",
+                Some("mismatch"),
+                Some("idempotency key reused with another request".to_owned()),
+            ),
+            Err(WriteError::Operation(e)) => {
+                ("failed", Some(e.error_type()), Some(e.audit_message()))
+            }
+            Err(WriteError::Store(_)) => {
+                ("failed", Some("internal"), Some("store error".to_owned()))
+            }
+            Err(WriteError::ShuttingDown) => (
+                "failed",
+                Some("unavailable"),
+                Some("server shutting down".to_owned()),
+            ),
+        };
+        m.writes
+            .get_or_create(&[("operation", op), ("type", kind), ("status", status)])
+            .inc();
+        match error_type {
+            Some(et) => {
+                m.failed
+                    .get_or_create(&[("operation", op), ("type", kind), ("error_type", et)])
+                    .inc();
+            }
+            None if status == "replayed" => {
+                m.replayed
+                    .get_or_create(&[("operation", op), ("type", kind)])
+                    .inc();
+            }
+            None => {}
+        }
+        tracing::info!(
+            target: "idem::write",
+            operation = op,
+            operation_type = kind,
+            status,
+            error_type = error_type.unwrap_or(""),
+            deterministic_id = %req.scope.deterministic_id(),
+            company_id = %req.scope.tenant,
+            idempotency_key = %req.scope.key,
+            request_id = %req.meta.request_id,
+            duration_ms = ms,
+            workflows_triggered = workflows,
+            "idempotent write"
+        );
+        if status != "new" {
+            self.inner
+                .audit
+                .enqueue(audit_row(req, status, elapsed, 0, message));
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    async fn hold(&self, point: &'static str, scope: &Scope) {
+        self.inner.hooks.reach(point, scope).await;
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    async fn hold(&self, _point: &'static str, _scope: &Scope) {}
+
+    #[cfg(feature = "test-hooks")]
+    fn renewal_paused(&self) -> Arc<AtomicBool> {
+        self.inner.hooks.renewal_paused()
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    fn renewal_paused(&self) -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+}
+
+enum TxOutcome<E> {
+    Committed(WriteReply),
+    Existing(Existing),
+    Failed(E, u32),
+    Lost,
+}
+
+fn op_labels(op: &'static OperationDef) -> [(&'static str, &'static str); 2] {
+    [("operation", op.name), ("type", op.kind.label())]
+}
+
+fn replay<E>(hit: &Cached, fingerprint: &Fingerprint) -> Result<WriteReply, WriteError<E>> {
+    if hit.fingerprint == fingerprint.as_str() {
+        Ok(WriteReply {
+            replayed: true,
+            body: hit.body.clone(),
+            location: hit.location.clone(),
+        })
+    } else {
+        Err(WriteError::Mismatch)
+    }
+}
+
+async fn release_now(claim: &mut ClaimGuard) {
+    claim.armed = false;
+    if let Err(e) = store::release(&claim.db, &claim.scope, claim.fence).await {
+        tracing::warn!(error = %e, operation = claim.scope.operation, "could not release a failed claim; its lease will free it");
+    }
+}
+
+fn audit_row(
+    req: &WriteRequest,
+    status: &'static str,
+    elapsed: Duration,
+    workflows: u32,
+    error: Option<String>,
+) -> AuditRow {
+    AuditRow {
+        id: Uuid::now_v7(),
+        operation_name: req.op.name,
+        operation_type: req.op.kind.label(),
+        deterministic_id: req.scope.deterministic_id().to_string(),
+        company_id: req.scope.tenant.clone(),
+        user_id: req.meta.user_id.clone(),
+        status,
+        execution_duration_ms: elapsed.as_secs_f64() * 1000.0,
+        timestamp: Ts::now(),
+        request_id: req.meta.request_id.clone(),
+        idempotency_key: req.scope.key.as_str().to_owned(),
+        route_path: req.meta.path.clone(),
+        http_method: req.meta.method.clone(),
+        workflows_triggered: i32::try_from(workflows).unwrap_or(i32::MAX),
+        side_effects_executed: workflows > 0,
+        error_message: error,
+        metadata: None,
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn renew_loop(
+    db: Db,
+    scope: Scope,
+    fence: i64,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+) {
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        if paused.load(Ordering::SeqCst) {
+            continue;
+        }
+        match store::renew(&db, &scope, fence, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, operation = scope.operation, "lease renewal failed; retrying")
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Test-only hold points inside the executor (feature `test-hooks`, never in release builds).
+//!
+//! Points: `claimed` (after the claim, before the transaction) and `before_complete`
+//! (inside the transaction, after the operation's writes, before the fenced completion).
+//! In-process tests [`TestHooks::arm`] a point: the first executor to reach it parks until
+//! released. Multi-process tests set `IDEM_TEST_HOLD=<point>:<millis>:<key prefix>`:
+//! every executor whose key starts with the prefix sleeps that long at the point.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::key::Scope;
+
+/// The engine's hold points.
+#[derive(Debug, Default)]
+pub struct TestHooks {
+    env: Option<(String, Duration, String)>,
+    armed: Mutex<HashMap<&'static str, HoldHandle>>,
+    renewal_paused: Arc<AtomicBool>,
+}
+
+/// One armed hold.
+#[derive(Debug, Clone)]
+pub struct HoldHandle {
+    reached: watch::Sender<bool>,
+    released: watch::Sender<bool>,
+    pause_renewal: bool,
+}
+
+impl HoldHandle {
+    /// Waits until an executor is parked at the point.
+    pub async fn reached(&self) {
+        let mut rx = self.reached.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Lets the parked executor go on.
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
+}
+
+impl TestHooks {
+    pub(crate) fn from_env() -> Self {
+        let env = std::env::var("IDEM_TEST_HOLD").ok().and_then(|v| {
+            let mut parts = v.splitn(3, ':');
+            let point = parts.next()?.to_owned();
+            let ms = parts.next()?.parse().ok()?;
+            let prefix = parts.next().unwrap_or("").to_owned();
+            Some((point, Duration::from_millis(ms), prefix))
+        });
+        Self {
+            env,
+            ..Self::default()
+        }
+    }
+
+    /// Arms `point`: the next executor to reach it parks until released. With
+    /// `pause_renewal`, leases are not renewed while it is parked (a silent executor).
+    pub fn arm(&self, point: &'static str, pause_renewal: bool) -> HoldHandle {
+        let handle = HoldHandle {
+            reached: watch::channel(false).0,
+            released: watch::channel(false).0,
+            pause_renewal,
+        };
+        self.armed.lock().insert(point, handle.clone());
+        handle
+    }
+
+    pub(crate) fn renewal_paused(&self) -> Arc<AtomicBool> {
+        self.renewal_paused.clone()
+    }
+
+    pub(crate) async fn reach(&self, point: &'static str, scope: &Scope) {
+        if let Some((p, pause, prefix)) = &self.env {
+            if p == point && scope.key.as_str().starts_with(prefix.as_str()) {
+                tokio::time::sleep(*pause).await;
+            }
+        }
+        let Some(hold) = self.armed.lock().remove(point) else {
+            return;
+        };
+        if hold.pause_renewal {
+            self.renewal_paused.store(true, Ordering::SeqCst);
+        }
+        let mut released = hold.released.subscribe();
+        hold.reached.send_replace(true);
+        let _ = released.wait_for(|r| *r).await;
+        if hold.pause_renewal {
+            self.renewal_paused.store(false, Ordering::SeqCst);
+        }
+    }
+}

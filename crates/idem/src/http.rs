@@ -1,0 +1,493 @@
+//! The axum integration: problem documents, request ids, and the idempotency gate.
+//!
+//! Invariants:
+//! - Every error is an RFC 9457 problem document whose `request_id` equals the
+//!   `X-Request-Id` response header ([`request_id_layer`] sets both).
+//! - The gate applies the checks of the contract in order — body size (413), content
+//!   type (415), `Idempotency-Key` (400), JSON (400) — before the engine decides between
+//!   execute, replay (200), mismatch (422) and in flight (409).
+//! - `Idempotent-Replayed` and `Location` appear only on 200/201 answers of operations;
+//!   `Preference-Applied` appears on every answer to a request that was actually held.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::execute::{Engine, Operation, RequestMeta, WriteError, WriteRequest};
+use crate::fingerprint::{parse_strict, Fingerprint};
+use crate::key::{IdempotencyKey, KeyError, Scope};
+use crate::registry::OperationDef;
+
+/// Largest accepted request body (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// One invalid field of a `validation_failed` problem.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path with `[i]` indexes (`line_items[2].unit_price`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Builds a field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine code (`idempotency_key_reused`).
+    pub code: &'static str,
+    /// Human explanation of this occurrence.
+    pub detail: String,
+    /// Field errors (`validation_failed`).
+    pub errors: Vec<FieldError>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl Problem {
+    /// A problem with a status, code and detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// `422 validation_failed` with field errors.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", errors.len()),
+        };
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                detail,
+            )
+        }
+    }
+
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+/// The title of a problem code.
+pub fn title(code: &str) -> &'static str {
+    match code {
+        "not_found" => "Not found",
+        "method_not_allowed" => "Method not allowed",
+        "unauthenticated" => "Authentication required",
+        "forbidden" => "Forbidden",
+        "payload_too_large" => "Payload too large",
+        "unsupported_media_type" => "Unsupported media type",
+        "idempotency_key_missing" => "Idempotency-Key missing",
+        "idempotency_key_invalid" => "Idempotency-Key invalid",
+        "malformed_json" => "Malformed JSON",
+        "idempotency_key_in_flight" => "Request with this Idempotency-Key in flight",
+        "idempotency_key_reused" => "Idempotency-Key reused with another request",
+        "validation_failed" => "Validation failed",
+        "service_unavailable" => "Service unavailable",
+        "internal" => "Internal error",
+        _ => "Request refused",
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            kind: format!("/problems/{}", self.code),
+            title: title(self.code),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            request_id: current_request_id(),
+            errors: (self.code == "validation_failed").then_some(self.errors.as_slice()),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, bytes).into_response();
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = self.retry_after {
+            res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The request id of the request being served (empty outside [`request_id_layer`]).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// The request id, also stored in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    ok.then(|| s.to_owned())
+}
+
+/// Middleware: echoes a valid `X-Request-Id` (1–128 of `[A-Za-z0-9._:-]`) or generates
+/// one, and sets it on every response and problem document.
+pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// Reads a body of at most `limit` bytes (413 otherwise).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                source = err.source();
+            }
+            Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "the request body could not be read",
+            ))
+        }
+    }
+}
+
+/// Whether the `Content-Type` is `application/json` (any case, any parameters).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false)
+}
+
+/// `415 unsupported_media_type`.
+pub fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as application/json",
+    )
+}
+
+/// `Prefer: wait=N` (RFC 7240), in seconds; malformed preferences are ignored.
+pub fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|pref| {
+            let token = pref.split(';').next()?.trim();
+            let (name, value) = token.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                return None;
+            }
+            let value = value.trim().trim_matches('"');
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            value.parse::<u64>().ok().map(Duration::from_secs)
+        })
+        .next()
+}
+
+/// Who is writing: the tenant (scope) and acting user.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// Tenant id (lowercase).
+    pub tenant: String,
+    /// Acting user.
+    pub user_id: Option<String>,
+}
+
+/// The idempotency gate in front of every registered operation.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    engine: Engine,
+    body_limit: usize,
+}
+
+impl Gate {
+    /// A gate over `engine` with the default 1 MiB body limit.
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// The engine behind the gate.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `req` as the operation `def` for `writer`: checks the body size, content
+    /// type, key and JSON, then hands the parsed body to `make` and the result to the
+    /// engine. Authentication and authorization happen before the gate.
+    pub async fn handle<O, F>(
+        &self,
+        def: &'static OperationDef,
+        writer: Writer,
+        req: Request,
+        make: F,
+    ) -> Response
+    where
+        O: Operation,
+        O::Error: IntoResponse,
+        F: FnOnce(Value) -> O,
+    {
+        let (parts, body) = req.into_parts();
+        let bytes = match read_body(&parts.headers, body, self.body_limit).await {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        };
+        let empty_allowed = bytes.is_empty() && def.empty_body_is_empty_object;
+        let has_content_type = parts.headers.contains_key(CONTENT_TYPE);
+        if !(is_json(&parts.headers) || (empty_allowed && !has_content_type)) {
+            return unsupported_media_type().into_response();
+        }
+        let key = match IdempotencyKey::from_headers(&parts.headers) {
+            Ok(k) => k,
+            Err(e) => {
+                let (code, label) = match e {
+                    KeyError::Missing => ("idempotency_key_missing", "missing_key"),
+                    KeyError::Invalid => ("idempotency_key_invalid", "invalid_key"),
+                };
+                self.engine.record_rejected(def, label);
+                return Problem::new(StatusCode::BAD_REQUEST, code, e.to_string()).into_response();
+            }
+        };
+        let value = if empty_allowed {
+            Value::Object(serde_json::Map::new())
+        } else {
+            match parse_strict(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.engine.record_rejected(def, "malformed_json");
+                    return Problem::new(StatusCode::BAD_REQUEST, "malformed_json", e.0)
+                        .into_response();
+                }
+            }
+        };
+        let path = parts.uri.path().to_owned();
+        let fingerprint = Fingerprint::compute(parts.method.as_str(), &path, &value);
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(current_request_id);
+        let write = WriteRequest {
+            op: def,
+            scope: Scope::new(writer.tenant, def.name, key),
+            fingerprint,
+            wait: prefer_wait(&parts.headers),
+            meta: RequestMeta {
+                request_id,
+                user_id: writer.user_id,
+                method: parts.method.to_string(),
+                path,
+            },
+        };
+        let outcome = self.engine.run(write, make(value)).await;
+        let mut res = match outcome.result {
+            Ok(reply) => {
+                let status = if reply.replayed { StatusCode::OK } else { StatusCode::CREATED };
+                let mut res = (status, reply.body).into_response();
+                let h = res.headers_mut();
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(
+                    "idempotent-replayed",
+                    HeaderValue::from_static(if reply.replayed { "true" } else { "false" }),
+                );
+                if let Some(loc) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                    h.insert(LOCATION, loc);
+                }
+                res
+            }
+            Err(WriteError::InFlight) => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still executing; retry shortly",
+            )
+            .retry_after(1)
+            .into_response(),
+            Err(WriteError::Mismatch) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request; use a new key for a new request",
+            )
+            .into_response(),
+            Err(WriteError::Operation(e)) => e.into_response(),
+            Err(WriteError::Store(e)) => store_error(&e).into_response(),
+            Err(WriteError::ShuttingDown) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the server is shutting down; retry on another node or shortly",
+            )
+            .retry_after(5)
+            .into_response(),
+        };
+        if let Some(wait) = outcome.held {
+            if let Ok(v) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+                res.headers_mut().insert("preference-applied", v);
+            }
+        }
+        res
+    }
+}
+
+/// Maps a store error to `503 service_unavailable` (unreachable, pool exhausted) or an
+/// opaque `500 internal`, logging the cause.
+pub fn store_error(e: &sqlx::Error) -> Problem {
+    let unavailable = match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "6"),
+        _ => false,
+    };
+    if unavailable {
+        tracing::warn!(error = %e, "database unavailable");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the database is unavailable; retry shortly",
+        )
+        .retry_after(5)
+    } else {
+        tracing::error!(error = ?e, "database error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn prefer_wait_is_read_among_other_preferences_and_malformed_is_ignored() {
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "respond-async, wait=10")])),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(prefer_wait(&headers(&[("prefer", "wait=abc")])), None);
+        assert_eq!(prefer_wait(&headers(&[("prefer", "wait=-1")])), None);
+        assert_eq!(prefer_wait(&headers(&[])), None);
+    }
+
+    #[test]
+    fn json_content_type_is_case_insensitive_and_allows_parameters() {
+        assert!(is_json(&headers(&[(
+            "content-type",
+            "Application/JSON; charset=utf-8"
+        )])));
+        assert!(!is_json(&headers(&[("content-type", "text/plain")])));
+        assert!(!is_json(&headers(&[("content-type", "application/jsonx")])));
+    }
+
+    #[test]
+    fn request_ids_outside_the_alphabet_or_length_are_replaced() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-1.2_3:4")).is_some());
+        assert!(valid_request_id(&HeaderValue::from_static("has space")).is_none());
+        let long = "a".repeat(129);
+        assert!(valid_request_id(&HeaderValue::from_str(&long).unwrap()).is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! Key-table health numbers and the pruning job.
+//!
+//! Invariants:
+//! - An expired record is pruned only once no live executor holds it.
+//! - Pruning deletes in bounded batches; on PostgreSQL one node at a time prunes (an
+//!   advisory lock), and the work is done by `retention_prune_idempotency_keys()`, the
+//!   same function pg_cron can call.
+//! - Pruning never touches operation record rows, so exactly-once outlives it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::db::{Db, Ts};
+use crate::telemetry::Metrics;
+
+/// Health numbers of the key table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct KeyStats {
+    /// Records stored.
+    pub total_keys: i64,
+    /// Expired records not yet pruned.
+    pub expired_pending: i64,
+    /// Claims with a live lease (in flight, all nodes).
+    pub pending_requests: i64,
+    /// Age of the oldest live claim, minutes.
+    pub oldest_pending_age_minutes: f64,
+    /// Hours since the oldest unpruned record expired.
+    pub oldest_expired_age_hours: f64,
+}
+
+/// `ok`, `degraded` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Within thresholds.
+    Ok,
+    /// Needs attention.
+    Degraded,
+    /// Needs action now.
+    Error,
+}
+
+impl KeyStats {
+    /// `error` when expired_pending > 1000 or the oldest expired > 48 h; `degraded` when
+    /// expired_pending > 100 or the oldest pending > 30 min; else `ok`.
+    pub fn status(&self) -> HealthStatus {
+        if self.expired_pending > 1000 || self.oldest_expired_age_hours > 48.0 {
+            HealthStatus::Error
+        } else if self.expired_pending > 100 || self.oldest_pending_age_minutes > 30.0 {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Ok
+        }
+    }
+
+    /// Publishes the numbers as gauges.
+    pub fn publish(&self, m: &Metrics) {
+        m.keys_total.set(self.total_keys);
+        m.expired_pending.set(self.expired_pending);
+        m.pending_requests.set(self.pending_requests);
+        m.oldest_pending_age_minutes
+            .set(self.oldest_pending_age_minutes);
+        m.oldest_expired_age_hours
+            .set(self.oldest_expired_age_hours);
+    }
+}
+
+#[derive(FromRow)]
+struct StatsRow {
+    total: i64,
+    expired: Option<i64>,
+    pending: Option<i64>,
+    oldest_pending: Option<Ts>,
+    oldest_expired: Option<Ts>,
+}
+
+/// Reads the health numbers (one scan of the key table).
+pub async fn stats(db: &Db) -> Result<KeyStats, sqlx::Error> {
+    let now = Ts::now();
+    let row = on_db!(db, |c| {
+        sqlx::query_as::<_, StatsRow>(
+        "select count(*) as total, \
+           sum(case when expires_at <= $1 then 1 else 0 end) as expired, \
+           sum(case when state = 'in_flight' and lease_until > $1 then 1 else 0 end) as pending, \
+           min(case when state = 'in_flight' and lease_until > $1 then created_at end) as oldest_pending, \
+           min(case when expires_at <= $1 then expires_at end) as oldest_expired \
+         from idempotency_keys"
+    )
+    .bind(now)
+    .fetch_one(c)
+    .await
+    })?;
+    let age = |t: Option<Ts>, unit: f64| {
+        t.map(|t| ((now.micros() - t.micros()).max(0) as f64) / 1e6 / unit)
+            .unwrap_or(0.0)
+    };
+    Ok(KeyStats {
+        total_keys: row.total,
+        expired_pending: row.expired.unwrap_or(0),
+        pending_requests: row.pending.unwrap_or(0),
+        oldest_pending_age_minutes: age(row.oldest_pending, 60.0),
+        oldest_expired_age_hours: age(row.oldest_expired, 3600.0),
+    })
+}
+
+/// What one prune run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PruneOutcome {
+    /// Deleted this many records.
+    Pruned(u64),
+    /// Another node holds the prune lock.
+    Skipped,
+}
+
+const PRUNE_LOCK: i64 = 0x1de3_9a0e;
+const SQLITE_BATCH: i64 = 5000;
+
+/// Deletes expired records in batches (one node at a time on PostgreSQL).
+pub async fn prune(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
+    match db {
+        Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(PRUNE_LOCK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !locked {
+                return Ok(PruneOutcome::Skipped);
+            }
+            let result: Result<i64, sqlx::Error> =
+                sqlx::query_scalar("select retention_prune_idempotency_keys()")
+                    .fetch_one(&mut *conn)
+                    .await;
+            let _ = sqlx::query("select pg_advisory_unlock($1)")
+                .bind(PRUNE_LOCK)
+                .execute(&mut *conn)
+                .await;
+            Ok(PruneOutcome::Pruned(u64::try_from(result?).unwrap_or(0)))
+        }
+        Db::Sqlite { pool, .. } => {
+            let mut total = 0u64;
+            loop {
+                let _gate = db.write_gate().await;
+                let now = Ts::now();
+                let n = sqlx::query(
+                    "delete from idempotency_keys where rowid in (select rowid from idempotency_keys \
+                     where expires_at <= $1 and (state = 'completed' or lease_until <= $1) limit $2)",
+                )
+                .bind(now)
+                .bind(SQLITE_BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                total += n;
+                if n < SQLITE_BATCH as u64 {
+                    return Ok(PruneOutcome::Pruned(total));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}

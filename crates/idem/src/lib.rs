@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+#[macro_use]
+pub mod db;
+pub mod execute;
+pub mod fingerprint;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
+pub mod http;
+pub mod hygiene;
+pub mod key;
+pub mod migrate;
+pub mod registry;
+pub mod store;
+pub mod telemetry;
+
+pub use db::{Backend, Db, Id, Ts, Tx};
+pub use execute::{
+    Created, Emitter, Engine, EngineConfig, Event, ExecCtx, Existing, NoEmitter, Operation,
+    OperationError,
+};
+pub use fingerprint::Fingerprint;
+pub use http::{FieldError, Gate, Problem, Writer};
+pub use key::{deterministic_id, IdempotencyKey, Scope};
+pub use registry::{MutationRouter, OperationDef, OperationType, Registry};

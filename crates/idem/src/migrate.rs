@@ -1,0 +1,69 @@
+//! Schema migrations for idem's own tables, and helpers for an application's.
+//!
+//! idem and the application keep their migrations in one `_sqlx_migrations` table, in
+//! disjoint version ranges (idem uses 1–999); each migrator ignores the other's versions.
+
+use sqlx::migrate::Migrator;
+
+use crate::db::Db;
+
+fn idem_postgres() -> Migrator {
+    sqlx::migrate!("./migrations/postgres")
+}
+
+fn idem_sqlite() -> Migrator {
+    sqlx::migrate!("./migrations/sqlite")
+}
+
+/// A pair of migration sets, one per store.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSet {
+    /// PostgreSQL migrations (`|| sqlx::migrate!("./migrations/postgres")`).
+    pub postgres: fn() -> Migrator,
+    /// SQLite migrations.
+    pub sqlite: fn() -> Migrator,
+}
+
+/// idem's own migrations (records and audit log).
+pub const IDEM: MigrationSet = MigrationSet {
+    postgres: idem_postgres,
+    sqlite: idem_sqlite,
+};
+
+impl MigrationSet {
+    fn for_db(&self, db: &Db) -> Migrator {
+        let mut migrator = match db {
+            Db::Postgres(_) => (self.postgres)(),
+            Db::Sqlite { .. } => (self.sqlite)(),
+        };
+        migrator.set_ignore_missing(true);
+        migrator
+    }
+
+    /// Applies every pending migration of this set.
+    pub async fn run(&self, db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+        let migrator = self.for_db(db);
+        on_db!(db, |c| migrator.run(c).await)
+    }
+
+    /// Versions of this set not yet applied to `db`.
+    pub async fn pending(&self, db: &Db) -> Result<Vec<i64>, sqlx::Error> {
+        let migrator = self.for_db(db);
+        let applied: Vec<i64> = match on_db!(db, |c| {
+            sqlx::query_scalar::<_, i64>("select version from _sqlx_migrations where success")
+                .fetch_all(c)
+                .await
+        }) {
+            Ok(v) => v,
+            // No bookkeeping table yet: nothing was ever applied.
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+}
