@@ -145,8 +145,9 @@ pub async fn prune(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
                 let _gate = db.write_gate().await;
                 let now = Ts::now();
                 let n = sqlx::query(
-                    "delete from idempotency_keys where rowid in (select rowid from idempotency_keys \
-                     where expires_at <= $1 and (state = 'completed' or lease_until <= $1) limit $2)",
+                    "delete from idempotency_keys where (tenant, operation, idem_key) in \
+                     (select tenant, operation, idem_key from idempotency_keys \
+                      where expires_at <= $1 and (state = 'completed' or lease_until <= $1) limit $2)",
                 )
                 .bind(now)
                 .bind(SQLITE_BATCH)

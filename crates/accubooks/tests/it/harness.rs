@@ -1,0 +1,429 @@
+//! `TestApp`: a real AccuBooks server on port 0 over a database of its own.
+//!
+//! SQLite: a fresh file in a temporary directory. PostgreSQL: a database created for the
+//! test from `DATABASE_URL_TEST` and dropped afterwards; without the variable PostgreSQL
+//! tests are skipped with a visible notice.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use accubooks::app::Application;
+use accubooks::config::{DbArgs, LogFormat, ServeArgs};
+use accubooks::state::AppState;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// The operator token every test server uses.
+pub const OPERATOR: &str = "acbop_test-operator-token";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a behavioural test on both backends: `backend_tests!(fn_a, fn_b);` where each
+/// `async fn fn_a(backend: Backend)` is defined in the calling module.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if $crate::harness::postgres_url().is_none() {
+                        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
+                        return;
+                    }
+                    super::$name($crate::harness::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// `DATABASE_URL_TEST`, when set.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("DATABASE_URL_TEST")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > base.find("://").map(|p| p + 2).unwrap_or(0) => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// A database owned by one test; dropped with it.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_url().expect("DATABASE_URL_TEST");
+                let name = format!("accubooks_t_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(&admin)
+                    .await
+                    .expect("connect to DATABASE_URL_TEST");
+                sqlx::query(&format!("create database {name}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                TestDb {
+                    url: with_database(&admin, &name),
+                    backend,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let Some(admin) = postgres_url() else { return };
+        // Drop runs inside the test's runtime: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                let pool = sqlx::PgPool::connect(&admin).await.ok()?;
+                sqlx::query(&format!("drop database if exists {name} with (force)"))
+                    .execute(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings a test may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub lease: Duration,
+    pub key_ttl: Duration,
+    pub max_wait: Duration,
+    pub pool_size: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lease: Duration::from_secs(30),
+            key_ttl: Duration::from_secs(24 * 3600),
+            max_wait: Duration::from_secs(30),
+            pool_size: Some(10),
+        }
+    }
+}
+
+pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
+    ServeArgs {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        db: DbArgs {
+            database_url: url.to_owned(),
+        },
+        migrate: true,
+        no_migrate: false,
+        admin_token: Some(OPERATOR.to_owned()),
+        key_ttl: o.key_ttl,
+        lease: o.lease,
+        max_wait: o.max_wait,
+        pool_size: o.pool_size,
+        log_format: LogFormat::Json,
+        prune_schedule: "30 3 * * *".to_owned(),
+        webhook_allow_private: false,
+    }
+}
+
+/// A company with an admin token.
+#[derive(Debug, Clone)]
+pub struct Company {
+    pub id: String,
+    pub user_id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// A response, fully read.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, o: Options) -> TestApp {
+        let db = TestDb::new(backend).await;
+        Self::on_db(db, o).await
+    }
+
+    /// A server on an existing test database (restarts, several nodes).
+    pub async fn on_db(db: TestDb, o: Options) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let app = Application::build_on(serve_args(&db.url, &o), listener)
+            .await
+            .expect("application builds");
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            state,
+            db,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and returns its database.
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url: String::new(),
+                backend: Backend::Sqlite,
+                _dir: None,
+                pg_name: None,
+            },
+        );
+        db
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.bytes().await.expect("body read");
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POST (or PATCH) with a JSON body and an optional key.
+    pub async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, key: &str, body: &Value) -> Resp {
+        self.write(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some(key),
+            &body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, key: &str, body: &Value) -> Resp {
+        self.write(
+            reqwest::Method::PATCH,
+            path,
+            token,
+            Some(key),
+            &body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(self.client.get(self.url(path)).bearer_auth(token))
+            .await
+    }
+
+    pub async fn create_company(&self, name: &str) -> Company {
+        let r = self
+            .send(
+                self.client
+                    .post(self.url("/admin/companies"))
+                    .bearer_auth(OPERATOR)
+                    .json(&json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create company: {:?}", r.json());
+        let v = r.json();
+        Company {
+            id: v["company_id"].as_str().unwrap_or_default().to_owned(),
+            user_id: v["user_id"].as_str().unwrap_or_default().to_owned(),
+            email: v["email"].as_str().unwrap_or_default().to_owned(),
+            token: v["api_token"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// Grants `role` to `email` and returns a token for that user.
+    pub async fn member_token(&self, company: &Company, email: &str, role: &str) -> String {
+        let key = format!("grant-{email}-{role}");
+        let r = self
+            .post(
+                "/api/company/members",
+                &company.token,
+                &key,
+                &json!({"email": email, "role": role}),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 200, "grant: {:?}", r.json());
+        let r = self
+            .send(
+                self.client
+                    .post(self.url(&format!("/admin/companies/{}/tokens", company.id)))
+                    .bearer_auth(OPERATOR)
+                    .json(&json!({ "email": email })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "token: {:?}", r.json());
+        r.json()["api_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Counts rows of a table (tests only).
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("select count(*) from {table}");
+        idem::on_db!(&self.state.db, |c| sqlx::query_scalar::<_, i64>(&sql)
+            .fetch_one(c)
+            .await)
+        .expect("count")
+    }
+
+    /// Counts rows of a table for one company (tests only).
+    pub async fn count_for(&self, table: &str, company: &Company) -> i64 {
+        let sql = format!("select count(*) from {table} where company_id = $1");
+        let id = idem::Id(uuid::Uuid::parse_str(&company.id).expect("company id"));
+        idem::on_db!(&self.state.db, |c| sqlx::query_scalar::<_, i64>(&sql)
+            .bind(id)
+            .fetch_one(c)
+            .await)
+        .expect("count")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
