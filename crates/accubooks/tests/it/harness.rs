@@ -277,7 +277,7 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let db = std::mem::replace(
+        std::mem::replace(
             &mut self.db,
             TestDb {
                 url: String::new(),
@@ -285,8 +285,7 @@ impl TestApp {
                 _dir: None,
                 pg_name: None,
             },
-        );
-        db
+        )
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {

@@ -1,3 +1,5 @@
+#![allow(unreachable_pub)]
+
 //! Integration tests: the real server on port 0, on SQLite and (with
 //! `DATABASE_URL_TEST`) PostgreSQL. Every behavioural test runs on both backends.
 
