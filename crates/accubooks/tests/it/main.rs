@@ -5,4 +5,7 @@
 
 mod harness;
 
+mod access;
+mod concurrency;
 mod contract;
+mod input;
