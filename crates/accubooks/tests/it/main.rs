@@ -8,4 +8,6 @@ mod harness;
 mod access;
 mod concurrency;
 mod contract;
+mod fencing;
 mod input;
+mod processes;

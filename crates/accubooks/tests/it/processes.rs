@@ -1,0 +1,312 @@
+//! Exactly-once across processes: several nodes on one PostgreSQL, an executor killed
+//! mid-write (SIGKILL), and a frozen executor (SIGSTOP) that resumes after its lease.
+//!
+//! The nodes are the real `accubooks` binary; the test-only hold point
+//! (`IDEM_TEST_HOLD=<point>:<ms>:<key prefix>`, compiled only into test builds) parks an
+//! executor at a named point so the crash lands where the test wants it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::harness::{postgres_url, Backend, TestDb, OPERATOR};
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(url: &str, lease: &str, hold: Option<&str>) -> Node {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_accubooks"));
+        cmd.args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            url,
+        ])
+        .args([
+            "--admin-token",
+            OPERATOR,
+            "--lease",
+            lease,
+            "--key-ttl",
+            "1h",
+            "--pool-size",
+            "5",
+        ])
+        .env_remove("IDEM_TEST_HOLD")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(h) = hold {
+            cmd.env("IDEM_TEST_HOLD", h);
+        }
+        let child = cmd.spawn().expect("start accubooks");
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", node.base)).send().await {
+                if r.status() == 200 {
+                    return node;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig}");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        self.kill();
+    }
+}
+
+async fn company(client: &reqwest::Client, node: &Node) -> (String, String) {
+    let v: Value = client
+        .post(format!("{}/admin/companies", node.base))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"name": "Multi"}))
+        .send()
+        .await
+        .expect("create company")
+        .json()
+        .await
+        .expect("json");
+    (
+        v["company_id"].as_str().unwrap_or_default().to_owned(),
+        v["api_token"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn create(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    wait: Option<u32>,
+) -> (u16, String) {
+    let mut req = client
+        .post(format!("{base}/api/customers"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({"name": "Exactly once"}));
+    if let Some(w) = wait {
+        req = req.header("prefer", format!("wait={w}"));
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+async fn customers(url: &str) -> i64 {
+    let db = idem::Db::connect(url, &idem::db::ConnectOptions::default())
+        .await
+        .expect("connect");
+    let n = idem::on_db!(&db, |c| sqlx::query_scalar::<_, i64>(
+        "select count(*) from customers"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("count");
+    db.close().await;
+    n
+}
+
+async fn claimed(url: &str, key: &str) -> bool {
+    let Ok(db) = idem::Db::connect(url, &idem::db::ConnectOptions::default()).await else {
+        return false;
+    };
+    let n = idem::on_db!(&db, |c| sqlx::query_scalar::<_, i64>(
+        "select count(*) from idempotency_keys where idem_key = $1"
+    )
+    .bind(key)
+    .fetch_one(c)
+    .await)
+    .unwrap_or(0);
+    db.close().await;
+    n > 0
+}
+
+async fn wait_until_claimed(url: &str, key: &str) {
+    let started = Instant::now();
+    while !claimed(url, key).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the key was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let first = Node::start(&db.url, "30s", None).await;
+    let (second, third) = tokio::join!(
+        Node::start(&db.url, "30s", None),
+        Node::start(&db.url, "30s", None)
+    );
+    let nodes = [first, second, third];
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(200)
+        .build()
+        .expect("client");
+    let (_, token) = company(&client, &nodes[0]).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(300));
+    let results = join_all((0..300).map(|i| {
+        let (client, node, token, barrier) = (&client, &nodes[i % 3], &token, barrier.clone());
+        async move {
+            barrier.wait().await;
+            create(client, &node.base, token, "multi-node", None).await
+        }
+    }))
+    .await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 1, "exactly one 201 across three nodes");
+    assert!(
+        results.iter().all(|(s, _)| matches!(s, 200 | 201 | 409)),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(customers(&db.url).await, 1);
+}
+
+async fn killed_executor_case(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut a = Node::start(&db.url, "2s", Some("claimed:60000:hold-")).await;
+    let client = reqwest::Client::new();
+    let (_, token) = company(&client, &a).await;
+    let doomed = tokio::spawn({
+        let (client, base, token) = (client.clone(), a.base.clone(), token.clone());
+        async move { create(&client, &base, &token, "hold-kill", None).await }
+    });
+    wait_until_claimed(&db.url, "hold-kill").await;
+    a.kill();
+    assert_eq!(
+        doomed.await.expect("task").0,
+        0,
+        "the killed node never answered"
+    );
+    // SQLite: restart on the same file. PostgreSQL: any other node.
+    let b = Node::start(&db.url, "2s", None).await;
+    let (status, _) = create(&client, &b.base, &token, "hold-kill", None).await;
+    assert_eq!(
+        status, 409,
+        "the dead executor's claim holds until its lease ends"
+    );
+    let (status, body) = create(&client, &b.base, &token, "hold-kill", Some(10)).await;
+    assert_eq!(status, 201, "after the lease the key executes: {body}");
+    let (status, _) = create(&client, &b.base, &token, "hold-kill", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(customers(&db.url).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_executor_on_sqlite_executes_once_after_restart() {
+    killed_executor_case(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_executor_on_postgres_executes_once_on_another_node() {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return;
+    }
+    killed_executor_case(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    // A parks inside its transaction, after its writes, before the fenced completion.
+    let a = Node::start(&db.url, "1s", Some("before_complete:3000:hold-")).await;
+    let b = Node::start(&db.url, "1s", None).await;
+    let client = reqwest::Client::new();
+    let (_, token) = company(&client, &a).await;
+    let frozen = tokio::spawn({
+        let (client, base, token) = (client.clone(), a.base.clone(), token.clone());
+        async move { create(&client, &base, &token, "hold-freeze", None).await }
+    });
+    wait_until_claimed(&db.url, "hold-freeze").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body_b) = create(&client, &b.base, &token, "hold-freeze", Some(15)).await;
+    assert_eq!(
+        status, 201,
+        "B takes the claim over after A's lease: {body_b}"
+    );
+    a.signal("-CONT");
+    let (status, body_a) = frozen.await.expect("task");
+    assert_eq!(
+        status, 200,
+        "A lost its claim and answers as a retry would: {body_a}"
+    );
+    assert_eq!(body_a, body_b);
+    assert_eq!(customers(&db.url).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_and_exits_zero() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut node = Node::start(&db.url, "30s", None).await;
+    let client = reqwest::Client::new();
+    let (_, token) = company(&client, &node).await;
+    assert_eq!(create(&client, &node.base, &token, "before-term", None).await.0, 201);
+    node.signal("-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = node.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(35), "the node did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(customers(&db.url).await, 1);
+}
