@@ -13,17 +13,30 @@ use crate::harness::{Backend, TestApp};
 async fn a_stale_claim_can_neither_complete_nor_release(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let db = &app.state.db;
-    let scope = Scope::new("tenant-f", "createCustomer", IdempotencyKey::parse(b"fence").expect("key"));
+    let scope = Scope::new(
+        "tenant-f",
+        "createCustomer",
+        IdempotencyKey::parse(b"fence").expect("key"),
+    );
     let lease = Duration::from_millis(200);
     let ttl = Duration::from_secs(60);
-    let Claim::Claimed { fence: old } = store::claim(db, &scope, "fp", "r1", lease, ttl).await.expect("claim") else {
+    let Claim::Claimed { fence: old } = store::claim(db, &scope, "fp", "r1", lease, ttl)
+        .await
+        .expect("claim")
+    else {
         panic!("first claim must succeed");
     };
-    let Claim::Existing(_) = store::claim(db, &scope, "fp", "r2", lease, ttl).await.expect("claim") else {
+    let Claim::Existing(_) = store::claim(db, &scope, "fp", "r2", lease, ttl)
+        .await
+        .expect("claim")
+    else {
         panic!("a live claim is not taken over");
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let Claim::Claimed { fence: new } = store::claim(db, &scope, "fp", "r3", lease, ttl).await.expect("claim") else {
+    let Claim::Claimed { fence: new } = store::claim(db, &scope, "fp", "r3", lease, ttl)
+        .await
+        .expect("claim")
+    else {
         panic!("an expired lease is taken over");
     };
     assert!(new > old, "a takeover gets a new fence");
@@ -34,13 +47,26 @@ async fn a_stale_claim_can_neither_complete_nor_release(backend: Backend) {
         resource_id: scope.deterministic_id(),
     };
     let mut tx = db.begin().await.expect("begin");
-    assert!(!store::complete(&mut tx, &scope, old, &response, ttl).await.expect("complete"), "the stale fence cannot complete");
+    assert!(
+        !store::complete(&mut tx, &scope, old, &response, ttl)
+            .await
+            .expect("complete"),
+        "the stale fence cannot complete"
+    );
     tx.rollback().await.expect("rollback");
     store::release(db, &scope, old).await.expect("release");
-    assert!(store::load(db, &scope).await.expect("load").is_some(), "the stale fence cannot release the new claim");
-    assert!(!store::renew(db, &scope, old, lease).await.expect("renew"), "nor renew it");
+    assert!(
+        store::load(db, &scope).await.expect("load").is_some(),
+        "the stale fence cannot release the new claim"
+    );
+    assert!(
+        !store::renew(db, &scope, old, lease).await.expect("renew"),
+        "nor renew it"
+    );
     let mut tx = db.begin().await.expect("begin");
-    assert!(store::complete(&mut tx, &scope, new, &response, ttl).await.expect("complete"));
+    assert!(store::complete(&mut tx, &scope, new, &response, ttl)
+        .await
+        .expect("complete"));
     tx.commit().await.expect("commit");
 }
 
@@ -53,8 +79,18 @@ async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(back
     let rest = async {
         hold.reached().await;
         // A replayed write whose audit row is queued (not transactional).
-        assert_eq!(app.post("/api/customers", &co.token, "other", &body).await.status, 201);
-        assert_eq!(app.post("/api/customers", &co.token, "other", &body).await.status, 200);
+        assert_eq!(
+            app.post("/api/customers", &co.token, "other", &body)
+                .await
+                .status,
+            201
+        );
+        assert_eq!(
+            app.post("/api/customers", &co.token, "other", &body)
+                .await
+                .status,
+            200
+        );
         let waiter = app.send(
             app.client
                 .post(app.url("/api/customers"))
@@ -76,11 +112,19 @@ async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(back
     let (first, waited) = tokio::join!(first, rest);
     assert_eq!(waited.status, 503, "{:?}", waited.json());
     assert_eq!(waited.code(), "service_unavailable");
-    assert_eq!(waited.header("preference-applied").as_deref(), Some("wait=30"));
-    assert_eq!(first.status, 201, "the in-flight write is drained, not dropped");
+    assert_eq!(
+        waited.header("preference-applied").as_deref(),
+        Some("wait=30")
+    );
+    assert_eq!(
+        first.status, 201,
+        "the in-flight write is drained, not dropped"
+    );
     let db = app.state.db.clone();
     let test_db = app.stop().await;
-    let db = idem::Db::connect(&test_db.url, &idem::db::ConnectOptions::default()).await.unwrap_or(db);
+    let db = idem::Db::connect(&test_db.url, &idem::db::ConnectOptions::default())
+        .await
+        .unwrap_or(db);
     let replayed: i64 = idem::on_db!(&db, |c| sqlx::query_scalar(
         "select count(*) from idempotent_write_audit_log where status = 'replayed'"
     )

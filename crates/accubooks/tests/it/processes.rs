@@ -297,14 +297,22 @@ async fn sigterm_drains_and_exits_zero() {
     let mut node = Node::start(&db.url, "30s", None).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &node).await;
-    assert_eq!(create(&client, &node.base, &token, "before-term", None).await.0, 201);
+    assert_eq!(
+        create(&client, &node.base, &token, "before-term", None)
+            .await
+            .0,
+        201
+    );
     node.signal("-TERM");
     let started = Instant::now();
     let status = loop {
         if let Some(status) = node.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(35), "the node did not stop after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(35),
+            "the node did not stop after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status:?}");
