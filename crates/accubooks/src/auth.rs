@@ -18,6 +18,7 @@ use http::request::Parts;
 use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -135,42 +136,59 @@ fn bearer(parts: &Parts) -> Option<&str> {
 const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 50_000;
 
-/// Token → tenant, cached for at most a second.
+/// Token → tenant, cached for at most a second. Lookups are single-flight: while one
+/// request reads a token from the database, concurrent requests with the same token wait
+/// for its answer instead of taking connections of their own (a duplicate storm costs one
+/// query per token per second).
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, (Option<Tenant>, Instant)>>,
+    entries: Mutex<HashMap<String, (SharedLookup, Instant)>>,
 }
+
+/// One token lookup, shared by every request that needs it meanwhile.
+type SharedLookup = Arc<OnceCell<Option<Tenant>>>;
 
 impl AuthCache {
     async fn lookup(&self, db: &Db, token: &str) -> Result<Option<Tenant>, AppError> {
         let hash = hash_token(token);
-        if let Some((tenant, at)) = self.entries.lock().get(&hash) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(tenant.clone());
+        let cell = {
+            let mut entries = self.entries.lock();
+            match entries.get(&hash) {
+                Some((cell, at)) if at.elapsed() < CACHE_TTL => cell.clone(),
+                _ => {
+                    if entries.len() >= CACHE_MAX {
+                        entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+                        if entries.len() >= CACHE_MAX {
+                            entries.clear();
+                        }
+                    }
+                    let cell = Arc::new(OnceCell::new());
+                    entries.insert(hash.clone(), (cell.clone(), Instant::now()));
+                    cell
+                }
             }
-        }
-        let row: Option<(Id, Id, String)> = on_db!(db, |c| sqlx::query_as(
-            "select t.company_id, t.user_id, m.role from api_tokens t \
-             join members m on m.company_id = t.company_id and m.user_id = t.user_id \
-             where t.token_hash = $1"
-        )
-        .bind(&hash)
-        .fetch_optional(c)
-        .await)?;
-        let tenant = row.and_then(|(c, u, r)| {
-            Some(Tenant {
-                company_id: c.0,
-                user_id: u.0,
-                role: Role::parse(&r)?,
-            })
-        });
-        let mut entries = self.entries.lock();
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(hash, (tenant.clone(), Instant::now()));
-        Ok(tenant)
+        };
+        let tenant = cell.get_or_try_init(|| load_tenant(db, &hash)).await?;
+        Ok(tenant.clone())
     }
+}
+
+async fn load_tenant(db: &Db, hash: &str) -> Result<Option<Tenant>, AppError> {
+    let row: Option<(Id, Id, String)> = on_db!(db, |c| sqlx::query_as(
+        "select t.company_id, t.user_id, m.role from api_tokens t \
+         join members m on m.company_id = t.company_id and m.user_id = t.user_id \
+         where t.token_hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.and_then(|(c, u, r)| {
+        Some(Tenant {
+            company_id: c.0,
+            user_id: u.0,
+            role: Role::parse(&r)?,
+        })
+    }))
 }
 
 impl FromRequestParts<AppState> for Tenant {

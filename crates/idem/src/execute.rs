@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,8 +48,9 @@ pub struct EngineConfig {
     pub key_ttl: Duration,
     /// Cap for `Prefer: wait`.
     pub max_wait: Duration,
-    /// Completed records kept in memory for replay.
-    pub replay_cache: usize,
+    /// Bytes of completed responses kept in memory for replay (least recently used go
+    /// first; a response larger than 1/16 of this is never cached).
+    pub replay_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -59,7 +59,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
-            replay_cache: 10_000,
+            replay_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -269,6 +269,63 @@ struct Cached {
     expires_at: Ts,
 }
 
+impl Cached {
+    fn size(&self) -> usize {
+        self.body.len()
+            + self.fingerprint.len()
+            + self.location.as_ref().map_or(0, String::len)
+            + 128
+    }
+}
+
+/// Completed responses by scope, bounded by total bytes, least recently used evicted.
+struct ReplayCache {
+    entries: lru::LruCache<Scope, Arc<Cached>>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl ReplayCache {
+    fn new(budget: usize) -> Self {
+        Self {
+            entries: lru::LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn get(&mut self, scope: &Scope) -> Option<Arc<Cached>> {
+        let hit = self.entries.get(scope)?.clone();
+        if hit.expires_at <= Ts::now() {
+            self.remove(scope);
+            return None;
+        }
+        Some(hit)
+    }
+
+    fn remove(&mut self, scope: &Scope) {
+        if let Some(old) = self.entries.pop(scope) {
+            self.bytes -= old.size();
+        }
+    }
+
+    fn put(&mut self, scope: Scope, value: Arc<Cached>) {
+        let size = value.size();
+        if size > self.budget / 16 {
+            return;
+        }
+        self.remove(&scope);
+        while self.bytes + size > self.budget {
+            match self.entries.pop_lru() {
+                Some((_, old)) => self.bytes -= old.size(),
+                None => break,
+            }
+        }
+        self.bytes += size;
+        self.entries.put(scope, value);
+    }
+}
+
 /// The idempotent-write engine: shared by every handler of a service.
 #[derive(Clone)]
 pub struct Engine {
@@ -283,7 +340,7 @@ struct Inner {
     emitter: Arc<dyn Emitter>,
     shutdown: tokio_util::sync::CancellationToken,
     local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
-    cache: Mutex<lru::LruCache<Scope, Arc<Cached>>>,
+    cache: Mutex<ReplayCache>,
     #[cfg(feature = "test-hooks")]
     hooks: crate::hooks::TestHooks,
 }
@@ -352,7 +409,7 @@ impl Engine {
         emitter: Arc<dyn Emitter>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let cap = NonZeroUsize::new(cfg.replay_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let replay_budget = cfg.replay_cache_bytes;
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -362,7 +419,7 @@ impl Engine {
                 emitter,
                 shutdown,
                 local: Mutex::new(HashMap::new()),
-                cache: Mutex::new(lru::LruCache::new(cap)),
+                cache: Mutex::new(ReplayCache::new(replay_budget)),
                 #[cfg(feature = "test-hooks")]
                 hooks: crate::hooks::TestHooks::from_env(),
             }),
@@ -532,13 +589,7 @@ impl Engine {
     }
 
     fn cached(&self, scope: &Scope) -> Option<Arc<Cached>> {
-        let mut cache = self.inner.cache.lock();
-        let hit = cache.get(scope)?.clone();
-        if hit.expires_at <= Ts::now() {
-            cache.pop(scope);
-            return None;
-        }
-        Some(hit)
+        self.inner.cache.lock().get(scope)
     }
 
     fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
@@ -889,5 +940,57 @@ async fn renew_loop(
                 tracing::warn!(error = %e, operation = scope.operation, "lease renewal failed; retrying")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::IdempotencyKey;
+
+    fn scope(k: &str) -> Scope {
+        Scope::new("t", "op", IdempotencyKey::parse(k.as_bytes()).expect("key"))
+    }
+
+    fn entry(len: usize) -> Arc<Cached> {
+        Arc::new(Cached {
+            fingerprint: String::new(),
+            body: Bytes::from(vec![b'x'; len]),
+            location: None,
+            expires_at: Ts::now().plus(Duration::from_secs(60)),
+        })
+    }
+
+    #[test]
+    fn the_replay_cache_stays_within_its_byte_budget_evicting_the_least_recent() {
+        let mut cache = ReplayCache::new(16 * 1000);
+        for i in 0..100 {
+            cache.put(scope(&format!("k{i}")), entry(800));
+            assert!(cache.bytes <= cache.budget);
+        }
+        assert!(cache.get(&scope("k99")).is_some());
+        assert!(
+            cache.get(&scope("k0")).is_none(),
+            "the oldest entries were evicted"
+        );
+        cache.put(scope("huge"), entry(2000));
+        assert!(
+            cache.get(&scope("huge")).is_none(),
+            "oversized responses are not cached"
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_not_served() {
+        let mut cache = ReplayCache::new(1 << 20);
+        let stale = Arc::new(Cached {
+            fingerprint: String::new(),
+            body: Bytes::new(),
+            location: None,
+            expires_at: Ts::now().minus(Duration::from_secs(1)),
+        });
+        cache.put(scope("old"), stale);
+        assert!(cache.get(&scope("old")).is_none());
+        assert_eq!(cache.bytes, 0);
     }
 }
