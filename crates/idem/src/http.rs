@@ -207,25 +207,33 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = source {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return Err(too_large());
-                }
-                source = err.source();
-            }
-            Err(Problem::new(
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let Ok(chunk) = chunk else {
+            return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "malformed_json",
                 "the request body could not be read",
-            ))
+            ));
+        };
+        if buf.len() + chunk.len() > limit {
+            drain(Body::from_stream(stream)).await;
+            return Err(too_large());
         }
+        buf.extend_from_slice(&chunk);
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards up to 16 MiB (for 2 s at most) of a refused body, so that the
+/// client reads the 413 instead of a reset connection; larger uploads are cut off.
+async fn drain(body: Body) {
+    let discard = axum::body::to_bytes(body, 16 * 1024 * 1024);
+    let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
 }
 
 /// Whether the `Content-Type` is `application/json` (any case, any parameters).

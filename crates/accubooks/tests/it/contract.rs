@@ -212,15 +212,19 @@ async fn missing_invalid_and_repeated_keys_are_400_and_write_nothing(backend: Ba
             "key {bad:?}"
         );
     }
+    let repeated = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "a"),
+        ("idempotency-key", "b"),
+    ];
     let r = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "application/json")
-                .header("idempotency-key", "a")
-                .header("idempotency-key", "b")
-                .body(body),
+        .write_with(
+            Method::POST,
+            "/api/customers",
+            &co.token,
+            None,
+            body,
+            &repeated,
         )
         .await;
     assert_eq!(
@@ -282,17 +286,14 @@ async fn a_request_while_the_first_executes_is_409_or_waits_with_prefer(backend:
             );
             assert_eq!(busy.header("retry-after").as_deref(), Some("1"));
             assert!(busy.header("preference-applied").is_none());
-            let waiter = async {
-                let req = app
-                    .client
-                    .request(s.method.clone(), app.url(s.path))
-                    .bearer_auth(&co.token)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", "k-w")
-                    .header("prefer", "wait=5")
-                    .body((s.body)(&co).to_string());
-                app.send(req).await
-            };
+            let waiter = app.write_with(
+                s.method.clone(),
+                s.path,
+                &co.token,
+                Some("k-w"),
+                (s.body)(&co).to_string(),
+                &[("content-type", "application/json"), ("prefer", "wait=5")],
+            );
             let release = async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 hold.release();
@@ -326,15 +327,16 @@ async fn prefer_wait_is_clamped_and_times_out_as_409(backend: Backend) {
     let first = app.post("/api/customers", &co.token, "k-t", &body);
     let probe = async {
         hold.reached().await;
-        let req = app
-            .client
-            .post(app.url("/api/customers"))
-            .bearer_auth(&co.token)
-            .header("content-type", "application/json")
-            .header("idempotency-key", "k-t")
-            .header("prefer", "wait=60")
-            .body(r#"{"name":"x"}"#);
-        let r = app.send(req).await;
+        let r = app
+            .write_with(
+                Method::POST,
+                "/api/customers",
+                &co.token,
+                Some("k-t"),
+                r#"{"name":"x"}"#,
+                &[("content-type", "application/json"), ("prefer", "wait=60")],
+            )
+            .await;
         hold.release();
         r
     };

@@ -91,14 +91,13 @@ async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(back
                 .status,
             200
         );
-        let waiter = app.send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "application/json")
-                .header("idempotency-key", "sd")
-                .header("prefer", "wait=30")
-                .body(body.to_string()),
+        let waiter = app.write_with(
+            reqwest::Method::POST,
+            "/api/customers",
+            &co.token,
+            Some("sd"),
+            body.to_string(),
+            &[("content-type", "application/json"), ("prefer", "wait=30")],
         );
         let stop = async {
             tokio::time::sleep(Duration::from_millis(300)).await;

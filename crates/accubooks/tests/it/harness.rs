@@ -313,14 +313,31 @@ impl TestApp {
         key: Option<&str>,
         body: &str,
     ) -> Resp {
+        let json = [("content-type", "application/json")];
+        self.write_with(method, path, token, key, body.to_owned(), &json)
+            .await
+    }
+
+    /// A write with exactly the given extra headers (content type, `Prefer`, …).
+    pub async fn write_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = self
             .client
             .request(method, self.url(path))
             .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_owned());
+            .body(body);
         if let Some(k) = key {
             req = req.header("idempotency-key", k);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         self.send(req).await
     }

@@ -11,48 +11,34 @@ async fn bodies_are_checked_in_order_size_type_key_json(backend: Backend) {
     let co = app.create_company("A").await;
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(1024 * 1024 + 1));
     // 413 before 415 and before the key check.
-    let r = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "text/plain")
-                .body(big),
+    let post = |body: Vec<u8>,
+                key: Option<&'static str>,
+                headers: &'static [(&'static str, &'static str)]| {
+        app.write_with(
+            Method::POST,
+            "/api/customers",
+            &co.token,
+            key,
+            body,
+            headers,
         )
-        .await;
+    };
+    let text = &[("content-type", "text/plain")];
+    let r = post(big.into_bytes(), None, text).await;
     assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
-    let r = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "text/plain")
-                .body("{}"),
-        )
-        .await;
+    let r = post(b"{}".to_vec(), None, text).await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (415, "unsupported_media_type")
     );
-    let r = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .body("{}"),
-        )
-        .await;
+    let r = post(b"{}".to_vec(), None, &[]).await;
     assert_eq!(r.status, 415, "a missing content type is refused");
-    let r = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "Application/JSON; charset=utf-8")
-                .header("idempotency-key", "ct")
-                .body(r#"{"name":"x"}"#),
-        )
-        .await;
+    let r = post(
+        br#"{"name":"x"}"#.to_vec(),
+        Some("ct"),
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    )
+    .await;
     assert_eq!(
         r.status, 201,
         "content type is case-insensitive with parameters"
@@ -78,16 +64,12 @@ async fn bodies_are_checked_in_order_size_type_key_json(backend: Backend) {
             "{bad:?}"
         );
     }
-    let invalid_utf8 = app
-        .send(
-            app.client
-                .post(app.url("/api/customers"))
-                .bearer_auth(&co.token)
-                .header("content-type", "application/json")
-                .header("idempotency-key", "u")
-                .body(b"{\"name\":\"\xff\"}".to_vec()),
-        )
-        .await;
+    let invalid_utf8 = post(
+        b"{\"name\":\"\xff\"}".to_vec(),
+        Some("u"),
+        &[("content-type", "application/json")],
+    )
+    .await;
     assert_eq!(invalid_utf8.code(), "malformed_json");
     assert_eq!(app.count_for("customers", &co).await, 1);
 }
