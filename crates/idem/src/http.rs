@@ -437,7 +437,15 @@ pub fn store_error(e: &sqlx::Error) -> Problem {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(d) => d
             .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "6"),
+            // PostgreSQL connection exceptions (08), insufficient resources (53, e.g. too
+            // many connections), operator intervention (57P); SQLite busy (5) / locked (6).
+            .is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57P")
+                    || c == "5"
+                    || c == "6"
+            }),
         _ => false,
     };
     if unavailable {
@@ -489,6 +497,33 @@ mod tests {
         )])));
         assert!(!is_json(&headers(&[("content-type", "text/plain")])));
         assert!(!is_json(&headers(&[("content-type", "application/jsonx")])));
+    }
+
+    #[test]
+    fn an_unreachable_store_is_503_with_retry_after_and_other_errors_are_opaque_500() {
+        let p = store_error(&sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            (p.status, p.code, p.retry_after),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                Some(5)
+            )
+        );
+        let io = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert_eq!(store_error(&io).status, StatusCode::SERVICE_UNAVAILABLE);
+        let p = store_error(&sqlx::Error::RowNotFound);
+        assert_eq!(
+            (p.status, p.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        assert!(
+            !p.detail.contains("row"),
+            "no database text reaches the client"
+        );
     }
 
     #[test]
