@@ -11,3 +11,4 @@ mod contract;
 mod fencing;
 mod input;
 mod processes;
+mod startup;
