@@ -128,16 +128,15 @@ impl Operation for CreateBankTransaction {
         _tenant: &str,
         id: Uuid,
     ) -> AppResult<Option<Existing>> {
-        let fp: Option<String> =
-            on_tx!(tx, |c| {
-                sqlx::query_scalar(
+        let fp: Option<String> = on_tx!(tx, |c| {
+            sqlx::query_scalar(
             "select request_fingerprint from bank_transactions where company_id = $1 and id = $2"
         )
         .bind(Id(self.company))
         .bind(Id(id))
         .fetch_optional(c)
         .await
-            })?;
+        })?;
         let Some(fp) = fp else { return Ok(None) };
         let t = load_tx(tx, self.company, id, false)
             .await?

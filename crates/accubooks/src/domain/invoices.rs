@@ -5,6 +5,8 @@
 //! stored; an invoice's totals only change in a write transaction that holds its row
 //! lock ([`lock`]), so payments and refunds see each other's effects.
 
+use std::collections::HashMap;
+
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_db, on_tx, Db, Id, Ts, Tx};
@@ -47,6 +49,13 @@ impl InvoiceRow {
     pub fn balance_due(&self) -> Money {
         Money(self.total - self.amount_paid)
     }
+}
+
+#[derive(Debug, Clone, FromRow)]
+struct PageLineRow {
+    invoice_id: Id,
+    #[sqlx(flatten)]
+    line: LineRow,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -192,6 +201,34 @@ async fn with_lines(db: &Db, company: Uuid, row: InvoiceRow) -> AppResult<Invoic
     Ok(Invoice::new(row, lines))
 }
 
+/// The line items of a page of invoices, in one query.
+async fn page_lines(
+    db: &Db,
+    company: Uuid,
+    rows: &[InvoiceRow],
+) -> AppResult<HashMap<Uuid, Vec<LineRow>>> {
+    let mut out: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "select invoice_id, id, description, quantity, unit_price, amount from invoice_line_items \
+         where company_id = $1 and invoice_id in ({}) order by invoice_id, position",
+        super::placeholders(2, rows.len())
+    );
+    let lines = on_db!(db, |c| {
+        let mut query = sqlx::query_as::<_, PageLineRow>(&sql).bind(Id(company));
+        for r in rows {
+            query = query.bind(r.id);
+        }
+        query.fetch_all(c).await
+    })?;
+    for l in lines {
+        out.entry(l.invoice_id.0).or_default().push(l.line);
+    }
+    Ok(out)
+}
+
 /// Sets an invoice's amount paid and status (the caller holds its lock).
 pub async fn set_paid(tx: &mut Tx, company: Uuid, inv: &InvoiceRow) -> AppResult<()> {
     on_tx!(tx, |c| sqlx::query(
@@ -252,9 +289,13 @@ pub async fn list_invoices(
         }
         query.bind(q.limit + 1).fetch_all(c).await
     })?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(with_lines(&state.db, tenant.company_id, r).await?);
-    }
+    let mut lines = page_lines(&state.db, tenant.company_id, &rows).await?;
+    let out: Vec<Invoice> = rows
+        .into_iter()
+        .map(|r| {
+            let l = lines.remove(&r.id.0).unwrap_or_default();
+            Invoice::new(r, l)
+        })
+        .collect();
     Ok(ok_json(&page(out, q.limit, |i| (i.created_at, i.id.0))))
 }

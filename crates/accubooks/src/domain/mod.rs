@@ -37,6 +37,14 @@ pub fn list_sql(columns: &str, from: &str, filter: Option<&str>, q: &ListQuery) 
     )
 }
 
+/// `$first, $first+1, …` for `n` values of an `in (…)` list.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Serializes a 201 body.
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
     let body =

@@ -4,6 +4,8 @@
 //! overlap is checked under the company row's lock (PostgreSQL; the write gate on SQLite),
 //! so concurrent runs for one period serialize and exactly one executes.
 
+use std::collections::HashMap;
+
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_db, on_tx, Db, Id, Ts, Tx};
@@ -29,6 +31,13 @@ struct RunRow {
     pay_date: String,
     total_gross: i64,
     created_at: Ts,
+}
+
+#[derive(Debug, Clone, FromRow)]
+struct PageStubRow {
+    run_id: Id,
+    #[sqlx(flatten)]
+    stub: StubRow,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -116,6 +125,34 @@ async fn with_stubs(db: &Db, company: Uuid, row: RunRow) -> AppResult<PayrollRun
     Ok(PayrollRun::new(row, stubs))
 }
 
+/// The stubs of a page of runs, in one query.
+async fn page_stubs(
+    db: &Db,
+    company: Uuid,
+    rows: &[RunRow],
+) -> AppResult<HashMap<Uuid, Vec<StubRow>>> {
+    let mut out: HashMap<Uuid, Vec<StubRow>> = HashMap::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "select run_id, id, employee_id, gross from payroll_stubs \
+         where company_id = $1 and run_id in ({}) order by run_id, position",
+        super::placeholders(2, rows.len())
+    );
+    let stubs = on_db!(db, |c| {
+        let mut query = sqlx::query_as::<_, PageStubRow>(&sql).bind(Id(company));
+        for r in rows {
+            query = query.bind(r.id);
+        }
+        query.fetch_all(c).await
+    })?;
+    for s in stubs {
+        out.entry(s.run_id.0).or_default().push(s.stub);
+    }
+    Ok(out)
+}
+
 /// Handles `GET /api/payroll-runs/{id}`.
 pub async fn get_payroll_run(
     IdPath(id): IdPath,
@@ -149,9 +186,13 @@ pub async fn list_payroll_runs(
         }
         query.bind(q.limit + 1).fetch_all(c).await
     })?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(with_stubs(&state.db, tenant.company_id, r).await?);
-    }
+    let mut stubs = page_stubs(&state.db, tenant.company_id, &rows).await?;
+    let out: Vec<PayrollRun> = rows
+        .into_iter()
+        .map(|r| {
+            let s = stubs.remove(&r.id.0).unwrap_or_default();
+            PayrollRun::new(r, s)
+        })
+        .collect();
     Ok(ok_json(&page(out, q.limit, |r| (r.created_at, r.id.0))))
 }

@@ -108,7 +108,9 @@ fn check_hours(input: &RunIn, staff: &[ActiveEmployee]) -> AppResult<HashMap<Uui
     let mut v = Validator::new();
     let mut map = HashMap::new();
     for (key, id, h) in &input.hours {
-        if staff
+        if map.contains_key(id) {
+            v.error(format!("hours.{key}"), "names an employee twice");
+        } else if staff
             .iter()
             .any(|e| e.id.0 == *id && e.pay_type == "hourly")
         {

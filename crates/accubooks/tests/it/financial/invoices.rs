@@ -153,7 +153,40 @@ async fn finalize_numbers_with_the_current_prefix_once_and_refuses_a_non_draft(b
     assert_invalid(&bad, "status");
 }
 
+async fn invoice_lists_page_newest_first_with_their_own_line_items(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("Acme").await;
+    let c = customer(&app, &co).await;
+    let mut created = Vec::new();
+    for n in 1..=3 {
+        let lines: Vec<_> = (0..n)
+            .map(|i| json!({"description": format!("l{i}"), "quantity": n, "unit_price": "1.00"}))
+            .collect();
+        created.push(
+            draft(&app, &co, &c, &format!("i-{n}"), json!(lines))
+                .await
+                .json(),
+        );
+    }
+    let first = app.get("/api/invoices?limit=2", &co.token).await.json();
+    assert_eq!(first["data"][0], created[2]);
+    assert_eq!(first["data"][1], created[1]);
+    let cursor = first["next_cursor"].as_str().unwrap_or("").to_owned();
+    let second = app
+        .get(&format!("/api/invoices?limit=2&cursor={cursor}"), &co.token)
+        .await
+        .json();
+    assert_eq!(second["data"], json!([created[0].clone()]));
+    assert_eq!(second["next_cursor"], json!(null));
+    let drafts = app
+        .get("/api/invoices?status=draft", &co.token)
+        .await
+        .json();
+    assert_eq!(drafts["data"].as_array().map(Vec::len), Some(3));
+}
+
 backend_tests!(
+    invoice_lists_page_newest_first_with_their_own_line_items,
     an_invoice_is_created_once_with_computed_amounts_and_defaults,
     invoice_inputs_are_validated_and_computed_overflow_names_the_output,
     finalize_numbers_with_the_current_prefix_once_and_refuses_a_non_draft,

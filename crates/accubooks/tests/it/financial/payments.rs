@@ -7,7 +7,7 @@ use super::{
     open_invoice, pay, refund,
 };
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp};
+use crate::harness::{Backend, Company, TestApp};
 
 async fn a_payment_is_recorded_once_and_pays_the_invoice_at_zero_balance(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -46,6 +46,42 @@ async fn a_payment_is_recorded_once_and_pays_the_invoice_at_zero_balance(backend
         .json();
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(app.count_for("payments", &co).await, 2);
+    let viewer = app.member_token(&co, "viewer@example.com", "viewer").await;
+    let refused = pay(&app, &co_as(&co, &viewer), "p-5", &inv, "1.00").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (403, "forbidden")
+    );
+    assert_eq!(
+        app.get(&loc, &viewer).await.body,
+        app.get(&loc, &co.token).await.body
+    );
+    let accountant = app
+        .member_token(&co, "acct@example.com", "accountant")
+        .await;
+    let bt = json!({"amount": "1.00", "posted_on": "2026-01-01", "description": "x"});
+    let by_accountant = app
+        .post("/api/bank-transactions", &accountant, "bt", &bt)
+        .await;
+    assert_eq!(by_accountant.status, 201, "accountants write");
+    let stranger = app.create_company("Other").await;
+    assert_eq!(
+        app.get(&loc, &stranger.token).await.status,
+        404,
+        "other tenants see nothing"
+    );
+    let theirs = pay(&app, &stranger, "p-6", &inv, "1.00").await;
+    assert_eq!(
+        theirs.status, 404,
+        "another company's invoice does not exist"
+    );
+}
+
+fn co_as(co: &Company, token: &str) -> Company {
+    Company {
+        token: token.to_owned(),
+        ..co.clone()
+    }
 }
 
 async fn payments_check_references_then_rules_in_order(backend: Backend) {

@@ -95,6 +95,11 @@ async fn payroll_pays_every_active_employee_rounded_half_away_from_zero(backend:
     );
     let listed = app.get("/api/payroll-runs", &co.token).await.json();
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        listed["data"][1], r,
+        "lists render runs with their own stubs"
+    );
+    assert_eq!(listed["data"][0]["stubs"].as_array().map(Vec::len), Some(3));
     assert_eq!(app.count_for("payroll_stubs", &co).await, 6);
 }
 
@@ -175,6 +180,9 @@ async fn payroll_hours_keys_are_validated_and_rules_are_checked_in_order(backend
             .await,
         "pay_date",
     );
+    let twice = json!({hr.clone(): "1.00", hr.to_uppercase(): "2.00"});
+    let r = run(&app, &co, "twice", "2026-01-01", "2026-01-31", twice).await;
+    assert_eq!((r.status, r.code().as_str()), (422, "validation_failed"));
     let ok = run(
         &app,
         &co,
