@@ -93,6 +93,24 @@ async fn invoice_to_reconciliation_end_to_end_with_retries(backend: Backend) {
     assert_eq!(final_inv["amount_paid"], "300.00");
     assert_eq!(final_inv["balance_due"], "50.00");
     assert_eq!(final_inv["status"], "open");
+    let det = |op: &str, key: &str| idem::deterministic_id(&co.id, op, key).to_string();
+    assert_eq!(id, det("createInvoice", "s-inv"));
+    assert_eq!(pid, det("createPayment", "s-pay"));
+    assert_eq!(
+        r["id"].as_str(),
+        Some(det("createRefund", "s-ref").as_str())
+    );
+    assert_eq!(tid, det("createBankTransaction", "s-bt"));
+    for (table, op, key) in [
+        ("invoice_finalizations", "finalizeInvoice", "s-fin"),
+        ("reconciliations", "reconcileLedger", "s-rec"),
+    ] {
+        assert_eq!(
+            record_count(&app, table, &det(op, key)).await,
+            1,
+            "{table} row has the deterministic id"
+        );
+    }
     for table in [
         "invoices",
         "payments",
@@ -107,6 +125,16 @@ async fn invoice_to_reconciliation_end_to_end_with_retries(backend: Backend) {
             "exactly one row in {table}"
         );
     }
+}
+
+async fn record_count(app: &TestApp, table: &str, id: &str) -> i64 {
+    let sql = format!("select count(*) from {table} where id = $1");
+    let id = idem::Id(uuid::Uuid::parse_str(id).expect("uuid"));
+    idem::on_db!(&app.state.db, |c| sqlx::query_scalar::<_, i64>(&sql)
+        .bind(id)
+        .fetch_one(c)
+        .await)
+    .expect("count")
 }
 
 backend_tests!(invoice_to_reconciliation_end_to_end_with_retries);
