@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{operator_token_hash, AuthCache};
 use crate::config::ServeArgs;
-use crate::domain::{admin, customers, employees, members, settings};
+use crate::domain::{
+    admin, bank, customers, employees, invoices, members, payments, payroll, refunds, settings,
+};
 use crate::jobs::{self, JobHealth};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
@@ -74,6 +76,23 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .operation("grantUserAccess", members::grant_access)
         .read("/api/company/members", members::list_members)
         .read("/api/company/members/{id}", members::get_member)
+        .operation("createInvoice", invoices::create_invoice)
+        .operation("finalizeInvoice", invoices::finalize_invoice)
+        .read("/api/invoices", invoices::list_invoices)
+        .read("/api/invoices/{id}", invoices::get_invoice)
+        .operation("createPayment", payments::create_payment)
+        .read("/api/payments", payments::list_payments)
+        .read("/api/payments/{id}", payments::get_payment)
+        .operation("createRefund", refunds::create_refund)
+        .read("/api/refunds", refunds::list_refunds)
+        .read("/api/refunds/{id}", refunds::get_refund)
+        .operation("executePayroll", payroll::execute_payroll)
+        .read("/api/payroll-runs", payroll::list_payroll_runs)
+        .read("/api/payroll-runs/{id}", payroll::get_payroll_run)
+        .operation("createBankTransaction", bank::create_bank_transaction)
+        .operation("reconcileLedger", bank::reconcile_ledger)
+        .read("/api/bank-transactions", bank::list_bank_transactions)
+        .read("/api/bank-transactions/{id}", bank::get_bank_transaction)
         .exempt(
             http::Method::POST,
             "/admin/companies",

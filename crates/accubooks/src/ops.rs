@@ -54,6 +54,64 @@ op!(
     ["members", "access_grants"]
 );
 
+op!(
+    CREATE_INVOICE,
+    "createInvoice",
+    Financial,
+    POST,
+    "/api/invoices",
+    ["invoices", "invoice_line_items"]
+);
+op!(
+    FINALIZE_INVOICE,
+    "finalizeInvoice",
+    Financial,
+    POST,
+    "/api/invoices/{id}/finalize",
+    ["invoices", "invoice_counters", "invoice_finalizations"],
+    true
+);
+op!(
+    CREATE_PAYMENT,
+    "createPayment",
+    Financial,
+    POST,
+    "/api/payments",
+    ["payments", "invoices"]
+);
+op!(
+    CREATE_REFUND,
+    "createRefund",
+    Financial,
+    POST,
+    "/api/refunds",
+    ["refunds", "payments", "invoices"]
+);
+op!(
+    EXECUTE_PAYROLL,
+    "executePayroll",
+    Financial,
+    POST,
+    "/api/payroll-runs",
+    ["payroll_runs", "payroll_stubs"]
+);
+op!(
+    CREATE_BANK_TRANSACTION,
+    "createBankTransaction",
+    Financial,
+    POST,
+    "/api/bank-transactions",
+    ["bank_transactions"]
+);
+op!(
+    RECONCILE_LEDGER,
+    "reconcileLedger",
+    Financial,
+    POST,
+    "/api/bank-transactions/{id}/reconcile",
+    ["bank_transactions", "reconciliations"]
+);
+
 /// The registry: operations and exempt routes.
 pub fn registry() -> Registry {
     Registry::new()
@@ -61,6 +119,13 @@ pub fn registry() -> Registry {
         .operation(&CREATE_EMPLOYEE)
         .operation(&UPDATE_COMPANY_SETTINGS)
         .operation(&GRANT_USER_ACCESS)
+        .operation(&CREATE_INVOICE)
+        .operation(&FINALIZE_INVOICE)
+        .operation(&CREATE_PAYMENT)
+        .operation(&CREATE_REFUND)
+        .operation(&EXECUTE_PAYROLL)
+        .operation(&CREATE_BANK_TRANSACTION)
+        .operation(&RECONCILE_LEDGER)
         .exempt(
             Method::POST,
             "/admin/companies",

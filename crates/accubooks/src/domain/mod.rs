@@ -5,12 +5,45 @@ use idem::{Created, Existing};
 use serde::Serialize;
 
 use crate::error::{AppError, AppResult};
+use crate::web::ListQuery;
 
 pub mod admin;
+pub mod bank;
 pub mod customers;
 pub mod employees;
+pub mod invoices;
 pub mod members;
+pub mod payments;
+pub mod payroll;
+pub mod refunds;
 pub mod settings;
+
+/// The SQL of a list page over `from` (a table or a parenthesized select with an alias):
+/// `$1` the company, `$2` the optional filter on `filter`, then the keyset, then the limit.
+pub fn list_sql(columns: &str, from: &str, filter: Option<&str>, q: &ListQuery) -> String {
+    let mut n = 2;
+    let mut cond = String::new();
+    if let Some(col) = filter {
+        cond = format!(" and {col} = $2");
+        n = 3;
+    }
+    let keyset = q.keyset(n, "id");
+    if q.after.is_some() {
+        n += 2;
+    }
+    format!(
+        "select {columns} from {from} where company_id = $1{cond}{keyset} \
+         order by created_at desc, id desc limit ${n}"
+    )
+}
+
+/// `$first, $first+1, …` for `n` values of an `in (…)` list.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Serializes a 201 body.
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {

@@ -12,3 +12,4 @@ mod fencing;
 mod input;
 mod processes;
 mod startup;
+mod financial;

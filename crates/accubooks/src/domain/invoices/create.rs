@@ -1,0 +1,231 @@
+//! `createInvoice`: a draft invoice with its line items; amounts and the total are
+//! computed with checked arithmetic (beyond 12 integer digits → 422 naming the field).
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use chrono::{Days, NaiveDate};
+use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{load_tx, location};
+use crate::auth::{Need, Tenant};
+use crate::domain::{customers, settings};
+use crate::error::{AppError, AppResult};
+use crate::money::Money;
+use crate::ops;
+use crate::state::AppState;
+use crate::validate::{Sign, Validator, TEXT_MAX};
+
+struct LineIn {
+    description: String,
+    quantity: i64,
+    unit_price: Money,
+    amount: Money,
+}
+
+struct InvoiceIn {
+    customer_id: Uuid,
+    currency: Option<String>,
+    due_date: Option<NaiveDate>,
+    lines: Vec<LineIn>,
+    total: Money,
+}
+
+fn parse_line(v: &mut Validator, item: &Value, at: &str) -> Option<LineIn> {
+    let o = v.object(item, at, &["description", "quantity", "unit_price"])?;
+    let description = v.text(o, at, "description", TEXT_MAX, true);
+    let quantity = v.integer(o, at, "quantity", 1, 1_000_000, true);
+    let unit_price = v.money(o, at, "unit_price", Sign::NonNegative, true);
+    let (description, quantity, unit_price) = (description?, quantity?, unit_price?);
+    let Some(amount) = unit_price.checked_mul(quantity) else {
+        v.error(format!("{at}.amount"), "exceeds 12 integer digits");
+        return None;
+    };
+    Some(LineIn {
+        description,
+        quantity,
+        unit_price,
+        amount,
+    })
+}
+
+fn parse_lines(v: &mut Validator, o: &Map<String, Value>) -> Vec<LineIn> {
+    let Some(items) = o.get("line_items").filter(|x| !x.is_null()) else {
+        v.error("line_items", "is required");
+        return Vec::new();
+    };
+    let Some(items) = items.as_array().filter(|a| (1..=100).contains(&a.len())) else {
+        v.error("line_items", "must be an array of 1 to 100 line items");
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| parse_line(v, item, &format!("line_items[{i}]")))
+        .collect()
+}
+
+fn parse(body: &Value) -> AppResult<InvoiceIn> {
+    let mut v = Validator::new();
+    let allowed = ["customer_id", "currency", "due_date", "line_items"];
+    let Some(o) = v.object(body, "", &allowed) else {
+        v.finish()?;
+        return Err(AppError::Internal("unreachable: object check".into()));
+    };
+    let customer_id = v.uuid(o, "", "customer_id", true);
+    let currency = v.currency(o, "", "currency", false);
+    let due_date = v.date(o, "", "due_date", false);
+    let lines = parse_lines(&mut v, o);
+    let total = if v.has_errors() {
+        None
+    } else {
+        let t = lines
+            .iter()
+            .try_fold(Money(0), |acc, l| acc.checked_add(l.amount));
+        if t.is_none() {
+            v.error("total", "exceeds 12 integer digits");
+        }
+        t
+    };
+    v.finish()?;
+    Ok(InvoiceIn {
+        customer_id: customer_id.unwrap_or_default(),
+        currency,
+        due_date,
+        lines,
+        total: total.unwrap_or_default(),
+    })
+}
+
+struct CreateInvoice {
+    company: Uuid,
+    body: Value,
+}
+
+impl CreateInvoice {
+    async fn insert(&self, ctx: &mut ExecCtx<'_>, input: &InvoiceIn) -> AppResult<()> {
+        let s = settings::current(ctx.tx(), self.company).await?;
+        let currency = input.currency.clone().unwrap_or(s.currency);
+        let terms = u64::try_from(s.payment_terms_days).unwrap_or(0);
+        let due = match input.due_date {
+            Some(d) => d,
+            None => ctx
+                .now()
+                .date()
+                .checked_add_days(Days::new(terms))
+                .ok_or_else(|| AppError::Internal("due date out of range".into()))?,
+        };
+        let (id, now, fp) = (ctx.id(), ctx.now(), ctx.fingerprint().to_owned());
+        on_tx!(ctx.tx(), |c| {
+            sqlx::query(
+            "insert into invoices (company_id, id, customer_id, currency, due_date, status, number, \
+             total, amount_paid, request_fingerprint, created_at) \
+             values ($1, $2, $3, $4, $5, 'draft', null, $6, 0, $7, $8)"
+        )
+        .bind(Id(self.company))
+        .bind(Id(id))
+        .bind(Id(input.customer_id))
+        .bind(&currency)
+        .bind(due.format("%Y-%m-%d").to_string())
+        .bind(input.total.0)
+        .bind(&fp)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        insert_lines(ctx.tx(), self.company, id, &input.lines).await
+    }
+}
+
+async fn insert_lines(
+    tx: &mut Tx,
+    company: Uuid,
+    invoice: Uuid,
+    lines: &[LineIn],
+) -> AppResult<()> {
+    for (pos, l) in lines.iter().enumerate() {
+        let pos = i32::try_from(pos).unwrap_or(i32::MAX);
+        on_tx!(tx, |c| sqlx::query(
+            "insert into invoice_line_items (company_id, invoice_id, id, position, description, \
+             quantity, unit_price, amount) values ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )
+        .bind(Id(company))
+        .bind(Id(invoice))
+        .bind(Id(Uuid::now_v7()))
+        .bind(pos)
+        .bind(&l.description)
+        .bind(l.quantity)
+        .bind(l.unit_price.0)
+        .bind(l.amount.0)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
+impl Operation for CreateInvoice {
+    type Error = AppError;
+
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        _tenant: &str,
+        id: Uuid,
+    ) -> AppResult<Option<Existing>> {
+        let fp: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(
+            "select request_fingerprint from invoices where company_id = $1 and id = $2"
+        )
+        .bind(Id(self.company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await)?;
+        let Some(fp) = fp else { return Ok(None) };
+        let invoice = load_tx(tx, self.company, id)
+            .await?
+            .ok_or_else(|| AppError::Internal("invoice vanished".into()))?;
+        crate::domain::existing(fp, &invoice, Some(location(id))).map(Some)
+    }
+
+    async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let input = parse(&self.body)?;
+        if !customers::exists(ctx.tx(), self.company, input.customer_id).await? {
+            return Err(AppError::not_found(format!(
+                "customer_id: customer {} does not exist",
+                input.customer_id
+            )));
+        }
+        self.insert(ctx, &input).await?;
+        let id = ctx.id();
+        ctx.emit(&[Event {
+            name: "invoice.created",
+            entity_type: "invoice",
+            entity_id: id,
+        }])
+        .await?;
+        let invoice = load_tx(ctx.tx(), self.company, id)
+            .await?
+            .ok_or_else(|| AppError::Internal("invoice vanished".into()))?;
+        crate::domain::created(&invoice, Some(location(id)))
+    }
+}
+
+/// Handles `POST /api/invoices`.
+pub async fn create_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Response {
+    if let Err(e) = tenant.require(Need::Writer) {
+        return e.into_response();
+    }
+    let company = tenant.company_id;
+    state
+        .gate
+        .handle(&ops::CREATE_INVOICE, tenant.writer(), req, |body| {
+            CreateInvoice { company, body }
+        })
+        .await
+}
