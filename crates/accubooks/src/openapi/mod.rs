@@ -12,8 +12,10 @@
 //! - The document is built and serialized once, when the router is built; the handler
 //!   only clones the bytes.
 
+mod entities;
 mod inputs;
 mod operator;
+mod reads;
 mod responses;
 mod schemas;
 mod specs;
@@ -73,7 +75,7 @@ pub fn document(registry: &Registry) -> OpenApi {
         let (method, item) = operation(def, spec);
         paths = paths.path(def.route, PathItem::new(method, item));
     }
-    let paths = operator::public_paths(operator::admin(operator::reads(paths, &registered)));
+    let paths = operator::public_paths(operator::admin(reads::reads(paths, &registered)));
     let components = schemas::components()
         .security_scheme(
             "bearer",
