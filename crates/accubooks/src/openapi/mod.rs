@@ -362,6 +362,54 @@ mod tests {
     }
 
     #[test]
+    fn once_all_fifteen_are_registered_each_is_documented_with_its_rules() {
+        let registry = specs::SPECS.iter().fold(Registry::new(), |reg, s| {
+            let def: &'static OperationDef = Box::leak(Box::new(OperationDef {
+                name: s.name,
+                kind: OperationType::Financial,
+                method: http::Method::from_bytes(s.method.as_bytes()).unwrap_or(http::Method::POST),
+                route: s.route,
+                tables: &[],
+                ttl: None,
+                empty_body_is_empty_object: s.empty_body,
+            }));
+            reg.operation(def)
+        });
+        let doc: Value = serde_json::from_str(&document(&registry).to_json().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        for s in specs::SPECS {
+            let op = &doc["paths"][s.route][s.method.to_ascii_lowercase().as_str()];
+            assert_eq!(op["operationId"], s.name);
+            let unprocessable = op["responses"]["422"].to_string();
+            for (code, _) in s.rules {
+                assert!(unprocessable.contains(code), "{}: {code}", s.name);
+            }
+            let location = &op["responses"]["201"]["headers"]["Location"];
+            assert_eq!(
+                location.is_object(),
+                s.location.is_some(),
+                "{}: Location",
+                s.name
+            );
+            assert_eq!(
+                op["responses"]["404"].is_object(),
+                s.not_found.is_some(),
+                "{}: 404",
+                s.name
+            );
+            let body_required = op["requestBody"]["required"] == true;
+            assert_eq!(body_required, !s.empty_body, "{}: body required", s.name);
+        }
+        for read in [
+            "/api/invoices/{id}",
+            "/api/workflow-instances",
+            "/api/payroll-runs",
+        ] {
+            assert!(doc["paths"][read]["get"].is_object(), "{read}");
+        }
+    }
+
+    #[test]
     fn an_unregistered_operation_has_no_path() {
         let doc = doc();
         let registered: Vec<&str> = ops::registry()
