@@ -26,17 +26,18 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use idem::{OperationDef, OperationType, Registry};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
-use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
-    Content, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Required,
+    Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Required,
 };
 
 use self::responses::{
     idempotency_key, operation_success, path_id, prefer, problem, request_id_param, server_errors,
     unauthenticated,
 };
+use self::schemas::S;
 use self::specs::{Access, OpSpec};
 
 /// The serialized document, shared by every request.
@@ -156,73 +157,81 @@ fn path_params(route: &str) -> impl Iterator<Item = &str> {
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
 
-/// Documents a registered operation; without a spec entry it is still listed, marked
-/// undescribed, with the generic contract.
-fn operation(def: &OperationDef, spec: Option<&OpSpec>) -> (HttpMethod, OperationBuilder) {
+/// What the operation does, its type, roles and business rules, in Markdown.
+fn description(def: &OperationDef, spec: Option<&OpSpec>) -> String {
     let kind = match def.kind {
         OperationType::Financial => "financial",
         OperationType::HighRisk => "high-risk",
     };
-    let (tag, summary, request, response) = match spec {
-        Some(s) => (s.tag, s.summary, s.request, s.response),
-        None => ("Undocumented", def.name, "", ""),
+    let roles = match spec.map(|s| s.access) {
+        Some(Access::Admins) => "admin",
+        _ => "admin, accountant",
     };
-    let mut description = format!(
-        "Idempotent operation `{}` (type: {kind}; roles: {}).",
-        def.name,
-        match spec.map(|s| s.access) {
-            Some(Access::Admins) => "admin",
-            _ => "admin, accountant",
-        }
+    let mut text = format!(
+        "Idempotent operation `{}` (type: {kind}; roles: {roles}).",
+        def.name
     );
     if let Some(s) = spec {
-        description.push_str(&format!(" {}", s.description));
+        text.push_str(&format!(" {}", s.description));
         if !s.rules.is_empty() {
-            description.push_str("\n\nBusiness rules (422, checked in this order):");
+            text.push_str("\n\nBusiness rules (422, checked in this order):");
             for (code, meaning) in s.rules {
-                description.push_str(&format!("\n- `{code}`: {meaning}"));
+                text.push_str(&format!("\n- `{code}`: {meaning}"));
             }
         }
     }
+    text
+}
+
+/// The request body: optional where an empty body means `{}`.
+fn request_body(def: &OperationDef, schema: S) -> RequestBody {
+    let (description, required) = if def.empty_body_is_empty_object {
+        (
+            "JSON object; an empty body without a content type means `{}`",
+            Required::False,
+        )
+    } else {
+        (
+            "JSON object (application/json, any parameters such as charset)",
+            Required::True,
+        )
+    };
+    RequestBodyBuilder::new()
+        .description(Some(description))
+        .required(Some(required))
+        .content("application/json", Content::new(Some(schema)))
+        .build()
+}
+
+/// Documents a registered operation; without a spec entry it is still listed, tagged
+/// `Undocumented`, with open object bodies and the generic contract.
+fn operation(def: &OperationDef, spec: Option<&OpSpec>) -> (HttpMethod, OperationBuilder) {
+    let open = || S::from(ObjectBuilder::new());
+    let (tag, summary, request, response) = match spec {
+        Some(s) => (
+            s.tag,
+            s.summary,
+            schemas::r(s.request),
+            schemas::r(s.response),
+        ),
+        None => ("Undocumented", def.name, open(), open()),
+    };
     let mut op = OperationBuilder::new()
         .tag(tag)
         .operation_id(Some(def.name))
         .summary(Some(summary))
-        .description(Some(description));
+        .description(Some(description(def, spec)));
     for name in path_params(def.route) {
         op = op.parameter(path_id(name));
     }
-    op = op
+    let location = spec.and_then(|s| s.location);
+    let op = op
         .parameter(idempotency_key())
         .parameter(prefer())
-        .parameter(request_id_param());
-    let empty_body = def.empty_body_is_empty_object;
-    if !request.is_empty() {
-        op = op.request_body(Some(
-            RequestBodyBuilder::new()
-                .description(Some(if empty_body {
-                    "JSON object; an empty body without a content type means `{}`"
-                } else {
-                    "JSON object (application/json, any parameters such as charset)"
-                }))
-                .required(Some(if empty_body {
-                    Required::False
-                } else {
-                    Required::True
-                }))
-                .content("application/json", Content::new(Some(schemas::r(request))))
-                .build(),
-        ));
-    }
-    let location = spec.and_then(|s| s.location);
-    let body = if response.is_empty() {
-        "Problem"
-    } else {
-        response
-    };
-    op = op
-        .response("201", operation_success(201, body, location))
-        .response("200", operation_success(200, body, location));
+        .parameter(request_id_param())
+        .request_body(Some(request_body(def, request)))
+        .response("201", operation_success(201, response.clone(), location))
+        .response("200", operation_success(200, response, location));
     (http_method(def), problems(op, spec))
 }
 
@@ -265,168 +274,4 @@ fn problems(op: OperationBuilder, spec: Option<&OpSpec>) -> OperationBuilder {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-    use crate::ops;
-
-    fn doc() -> Value {
-        let json = document(&ops::registry()).to_json().unwrap_or_default();
-        serde_json::from_str(&json).unwrap_or(Value::Null)
-    }
-
-    #[test]
-    fn every_registered_operation_has_a_spec_that_agrees_with_the_registry() {
-        for def in ops::registry().operations() {
-            let spec = specs::find(def.name);
-            assert!(
-                spec.is_some(),
-                "{} has no entry in openapi::specs::SPECS",
-                def.name
-            );
-            let spec = spec.unwrap_or(&specs::SPECS[0]);
-            assert!(
-                spec.agrees_with(def),
-                "{}: the entry's method, route or empty-body rule differ from the registry",
-                def.name
-            );
-        }
-    }
-
-    #[test]
-    fn the_table_covers_the_fifteen_operations_of_the_contract() {
-        let names = [
-            "createCustomer",
-            "createEmployee",
-            "createInvoice",
-            "finalizeInvoice",
-            "createPayment",
-            "createRefund",
-            "executePayroll",
-            "createBankTransaction",
-            "reconcileLedger",
-            "createInventoryItem",
-            "adjustInventory",
-            "createWorkflow",
-            "triggerWorkflow",
-            "updateCompanySettings",
-            "grantUserAccess",
-        ];
-        assert_eq!(specs::SPECS.len(), names.len());
-        for name in names {
-            assert!(specs::find(name).is_some(), "{name} is missing");
-        }
-    }
-
-    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-        match v {
-            Value::Object(m) => {
-                if let Some(Value::String(s)) = m.get("$ref") {
-                    out.push(s);
-                }
-                m.values().for_each(|v| refs(v, out));
-            }
-            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn every_reference_resolves_to_a_component_schema() {
-        let doc = doc();
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
-        assert!(!found.is_empty());
-        for r in found {
-            let name = r.trim_start_matches("#/components/schemas/");
-            assert!(
-                doc["components"]["schemas"].get(name).is_some(),
-                "{r} does not resolve"
-            );
-        }
-    }
-
-    #[test]
-    fn request_schemas_of_every_spec_exist_even_before_registration() {
-        let doc = doc();
-        for s in specs::SPECS {
-            for name in [s.request, s.response] {
-                assert!(
-                    doc["components"]["schemas"].get(name).is_some(),
-                    "{}: {name}",
-                    s.name
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn once_all_fifteen_are_registered_each_is_documented_with_its_rules() {
-        let registry = specs::SPECS.iter().fold(Registry::new(), |reg, s| {
-            let def: &'static OperationDef = Box::leak(Box::new(OperationDef {
-                name: s.name,
-                kind: OperationType::Financial,
-                method: http::Method::from_bytes(s.method.as_bytes()).unwrap_or(http::Method::POST),
-                route: s.route,
-                tables: &[],
-                ttl: None,
-                empty_body_is_empty_object: s.empty_body,
-            }));
-            reg.operation(def)
-        });
-        let doc: Value = serde_json::from_str(&document(&registry).to_json().unwrap_or_default())
-            .unwrap_or(Value::Null);
-        for s in specs::SPECS {
-            let op = &doc["paths"][s.route][s.method.to_ascii_lowercase().as_str()];
-            assert_eq!(op["operationId"], s.name);
-            let unprocessable = op["responses"]["422"].to_string();
-            for (code, _) in s.rules {
-                assert!(unprocessable.contains(code), "{}: {code}", s.name);
-            }
-            let location = &op["responses"]["201"]["headers"]["Location"];
-            assert_eq!(
-                location.is_object(),
-                s.location.is_some(),
-                "{}: Location",
-                s.name
-            );
-            assert_eq!(
-                op["responses"]["404"].is_object(),
-                s.not_found.is_some(),
-                "{}: 404",
-                s.name
-            );
-            let body_required = op["requestBody"]["required"] == true;
-            assert_eq!(body_required, !s.empty_body, "{}: body required", s.name);
-        }
-        for read in [
-            "/api/invoices/{id}",
-            "/api/workflow-instances",
-            "/api/payroll-runs",
-        ] {
-            assert!(doc["paths"][read]["get"].is_object(), "{read}");
-        }
-    }
-
-    #[test]
-    fn an_unregistered_operation_has_no_path() {
-        let doc = doc();
-        let registered: Vec<&str> = ops::registry()
-            .operations()
-            .iter()
-            .map(|d| d.name)
-            .collect();
-        for s in specs::SPECS
-            .iter()
-            .filter(|s| !registered.contains(&s.name))
-        {
-            let m = s.method.to_ascii_lowercase();
-            assert!(
-                doc["paths"][s.route][m.as_str()].is_null(),
-                "{} is documented but not registered",
-                s.name
-            );
-        }
-    }
-}
+mod tests;

@@ -123,7 +123,7 @@ pub(super) fn json(description: &str, schema: impl Into<S>) -> ResponseBuilder {
 }
 
 /// A 200/201 response of an operation.
-pub(super) fn operation_success(status: u16, schema: &str, location: Option<&str>) -> Response {
+pub(super) fn operation_success(status: u16, schema: S, location: Option<&str>) -> Response {
     let (description, replayed) = if status == 201 {
         (
             "Executed now. The body is the operation's resource.",
@@ -137,7 +137,7 @@ pub(super) fn operation_success(status: u16, schema: &str, location: Option<&str
             "true",
         )
     };
-    let mut b = json(description, r(schema))
+    let mut b = json(description, schema)
         .header(
             "Idempotent-Replayed",
             header(
