@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
@@ -25,6 +25,7 @@ use crate::domain::{
     admin, bank, customers, employees, invoices, members, payments, payroll, refunds, settings,
 };
 use crate::jobs::{self, JobHealth};
+use crate::openapi::{self, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
 use crate::{health, ops};
@@ -64,7 +65,7 @@ pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
 
 /// Builds the router over `state`; fails when the registry and the routes disagree.
 pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
-    let (api, _registry) = MutationRouter::<AppState>::new(registry)
+    let (api, registry) = MutationRouter::<AppState>::new(registry)
         .operation("createCustomer", customers::create_customer)
         .read("/api/customers", customers::list_customers)
         .read("/api/customers/{id}", customers::get_customer)
@@ -107,10 +108,14 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .read("/healthz", health::healthz)
         .read("/readyz", health::readyz)
         .read("/metrics", health::metrics)
+        .read("/openapi.json", openapi::openapi_json)
         .finish()
         .context("the mutation registry does not match the router")?;
+    let document =
+        OpenApiJson::build(&registry).context("failed to serialize the OpenAPI document")?;
     let deadline = state.config.lease + state.config.max_wait;
     Ok(api
+        .layer(Extension(document))
         .fallback(web::not_found)
         .method_not_allowed_fallback(web::method_not_allowed)
         .layer(middleware::from_fn_with_state(

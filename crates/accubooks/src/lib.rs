@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod money;
+pub mod openapi;
 pub mod ops;
 pub mod state;
 pub mod validate;

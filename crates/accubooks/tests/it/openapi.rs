@@ -1,0 +1,142 @@
+//! `GET /openapi.json`: the document declares every registered operation with its
+//! idempotency contract, and the reads, operator and health routes.
+
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp};
+
+async fn fetch(app: &TestApp) -> (crate::harness::Resp, Value) {
+    let r = app.send(app.client.get(app.url("/openapi.json"))).await;
+    let doc = r.json();
+    (r, doc)
+}
+
+fn operation<'a>(doc: &'a Value, method: &str, route: &str) -> &'a Value {
+    &doc["paths"][route][method.to_ascii_lowercase()]
+}
+
+async fn the_document_is_served_without_a_token_as_openapi_3_json(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let (r, doc) = fetch(&app).await;
+
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{:?}",
+        doc["openapi"]
+    );
+    assert!(r.header("x-request-id").is_some());
+    let again = app.send(app.client.get(app.url("/openapi.json"))).await;
+    assert_eq!(again.body, r.body, "built once, served identically");
+}
+
+async fn every_registered_operation_declares_its_idempotency_contract(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let (_, doc) = fetch(&app).await;
+
+    let registry = accubooks::ops::registry();
+    assert!(!registry.operations().is_empty());
+    for def in registry.operations() {
+        let op = operation(&doc, def.method.as_str(), def.route);
+        assert!(op.is_object(), "{} {} is missing", def.method, def.route);
+        assert_eq!(op["operationId"], def.name);
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+        assert!(
+            key.is_some_and(|p| p["required"] == true),
+            "{}: Idempotency-Key",
+            def.name
+        );
+        for status in ["201", "200"] {
+            let replayed = &op["responses"][status]["headers"]["Idempotent-Replayed"];
+            assert!(
+                replayed.is_object(),
+                "{}: {status} Idempotent-Replayed",
+                def.name
+            );
+            assert!(op["responses"][status]["content"]["application/json"].is_object());
+        }
+        for status in ["400", "401", "403", "409", "413", "415", "422", "503"] {
+            let problem = &op["responses"][status]["content"]["application/problem+json"];
+            assert!(problem.is_object(), "{}: {status} problem", def.name);
+            assert!(
+                problem.to_string().contains("#/components/schemas/Problem"),
+                "{}: {status} uses the Problem schema",
+                def.name
+            );
+        }
+        assert!(op["responses"]["409"]["headers"]["Retry-After"].is_object());
+        let reused = op["responses"]["422"].to_string();
+        assert!(reused.contains("idempotency_key_reused") && reused.contains("validation_failed"));
+    }
+    assert!(doc["components"]["schemas"]["Problem"]["properties"]["errors"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+async fn creates_declare_their_location_and_money_is_a_decimal_string(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let (_, doc) = fetch(&app).await;
+
+    let customers = operation(&doc, "POST", "/api/customers");
+    assert!(customers["responses"]["201"]["headers"]["Location"].is_object());
+    let settings = operation(&doc, "PATCH", "/api/company/settings");
+    assert!(settings["responses"]["201"]["headers"]["Location"].is_null());
+    let salary = &doc["components"]["schemas"]["Employee"]["properties"]["annual_salary"];
+    assert_eq!(
+        salary["pattern"],
+        r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$"
+    );
+    let customer = &doc["components"]["schemas"]["Customer"]["properties"];
+    assert_eq!(customer["id"]["format"], "uuid");
+    assert_eq!(customer["created_at"]["format"], "date-time");
+}
+
+async fn reads_admin_and_health_routes_are_documented(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let (_, doc) = fetch(&app).await;
+
+    for (method, route) in [
+        ("GET", "/api/customers"),
+        ("GET", "/api/customers/{id}"),
+        ("GET", "/api/employees"),
+        ("GET", "/api/employees/{id}"),
+        ("GET", "/api/company/settings"),
+        ("GET", "/api/company/members"),
+        ("GET", "/api/company/members/{user_id}"),
+        ("POST", "/admin/companies"),
+        ("POST", "/admin/companies/{company_id}/tokens"),
+        ("GET", "/admin/system/health"),
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+    ] {
+        let op = operation(&doc, method, route);
+        assert!(op.is_object(), "{method} {route} is missing");
+        assert!(op["responses"].is_object(), "{method} {route}: responses");
+    }
+    let list = operation(&doc, "GET", "/api/customers");
+    let params = list["parameters"].to_string();
+    assert!(params.contains("\"limit\"") && params.contains("\"cursor\""));
+    let admin = operation(&doc, "POST", "/admin/companies");
+    assert_eq!(admin["security"][0]["operator"], serde_json::json!([]));
+    let health = operation(&doc, "GET", "/healthz");
+    assert_eq!(health["security"], serde_json::json!([{}]));
+}
+
+backend_tests!(
+    the_document_is_served_without_a_token_as_openapi_3_json,
+    every_registered_operation_declares_its_idempotency_contract,
+    creates_declare_their_location_and_money_is_a_decimal_string,
+    reads_admin_and_health_routes_are_documented,
+);
