@@ -4,7 +4,7 @@
 //! their row locks, and backed by unique constraints on `reconciliations`).
 
 use axum::extract::{RawQuery, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -185,19 +185,16 @@ pub async fn create_bank_transaction(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(
-            &ops::CREATE_BANK_TRANSACTION,
-            tenant.writer(),
-            req,
-            |body| CreateBankTransaction { company, body },
-        )
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::CREATE_BANK_TRANSACTION,
+        req,
+        |body| CreateBankTransaction { company, body },
+    )
+    .await
 }
 
 /// Handles `GET /api/bank-transactions/{id}`.

@@ -1,7 +1,7 @@
 //! Employees: `createEmployee`, reads and lists.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -195,16 +195,16 @@ pub async fn create_employee(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::CREATE_EMPLOYEE, tenant.writer(), req, |body| {
-            CreateEmployee { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::CREATE_EMPLOYEE,
+        req,
+        |body| CreateEmployee { company, body },
+    )
+    .await
 }
 
 /// Handles `GET /api/employees/{id}`.
@@ -226,11 +226,7 @@ pub async fn list_employees(
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &[])?;
-    let sql = format!(
-        "select {COLUMNS} from employees where company_id = $1{} order by created_at desc, id desc limit ${}",
-        q.keyset(2, "id"),
-        if q.after.is_some() { 4 } else { 2 }
-    );
+    let sql = super::list_sql(COLUMNS, "employees", None, &q);
     let rows = on_db!(&state.db, |c| {
         let mut query = sqlx::query_as::<_, EmployeeRow>(&sql).bind(Id(tenant.company_id));
         if let Some((ts, id)) = q.after {

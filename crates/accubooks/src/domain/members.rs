@@ -5,7 +5,7 @@
 //! demotions are serialized and the second one sees the first.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -234,16 +234,16 @@ impl Operation for GrantAccess {
 
 /// Handles `POST /api/company/members`.
 pub async fn grant_access(State(state): State<AppState>, tenant: Tenant, req: Request) -> Response {
-    if let Err(e) = tenant.require(Need::Admin) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::GRANT_USER_ACCESS, tenant.writer(), req, |body| {
-            GrantAccess { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Admin,
+        &ops::GRANT_USER_ACCESS,
+        req,
+        |body| GrantAccess { company, body },
+    )
+    .await
 }
 
 async fn find(db: &Db, company: Uuid, user: Uuid) -> AppResult<Option<Member>> {

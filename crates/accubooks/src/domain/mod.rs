@@ -1,7 +1,13 @@
 //! The accounting domain: one module per area, each owning its SQL, validation and
 //! handlers. Every write is an [`idem::Operation`] run through the gate.
 
-use idem::{Created, Existing};
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use idem::{Created, Existing, Operation, OperationDef};
+use serde_json::Value;
+
+use crate::auth::{Need, Tenant};
+use crate::state::AppState;
 use serde::Serialize;
 
 use crate::error::{AppError, AppResult};
@@ -43,6 +49,26 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Runs a write through the gate after checking the caller's role (403 comes before the
+/// body, content-type and key checks of the gate).
+pub async fn gated<O, F>(
+    state: &AppState,
+    tenant: Tenant,
+    need: Need,
+    def: &'static OperationDef,
+    req: Request,
+    make: F,
+) -> Response
+where
+    O: Operation<Error = AppError>,
+    F: FnOnce(Value) -> O,
+{
+    if let Err(e) = tenant.require(need) {
+        return e.into_response();
+    }
+    state.gate.handle(def, tenant.writer(), req, make).await
 }
 
 /// Serializes a 201 body.

@@ -6,7 +6,7 @@
 //! the payment's refunds, changed only under the payment's row lock.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -259,16 +259,16 @@ pub async fn create_payment(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::CREATE_PAYMENT, tenant.writer(), req, |body| {
-            CreatePayment { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::CREATE_PAYMENT,
+        req,
+        |body| CreatePayment { company, body },
+    )
+    .await
 }
 
 /// Handles `GET /api/payments/{id}`.

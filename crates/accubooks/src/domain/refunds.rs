@@ -5,7 +5,7 @@
 //! transaction that lowers the invoice's `amount_paid` and reopens a paid invoice.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -226,16 +226,16 @@ pub async fn create_refund(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::CREATE_REFUND, tenant.writer(), req, |body| {
-            CreateRefund { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::CREATE_REFUND,
+        req,
+        |body| CreateRefund { company, body },
+    )
+    .await
 }
 
 /// Handles `GET /api/refunds/{id}`.

@@ -1,7 +1,7 @@
 //! Company settings: `updateCompanySettings` (a new version per change) and reads.
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -274,19 +274,16 @@ pub async fn update_settings(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Admin) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(
-            &ops::UPDATE_COMPANY_SETTINGS,
-            tenant.writer(),
-            req,
-            |body| UpdateSettings { company, body },
-        )
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Admin,
+        &ops::UPDATE_COMPANY_SETTINGS,
+        req,
+        |body| UpdateSettings { company, body },
+    )
+    .await
 }
 
 /// Handles `GET /api/company/settings`.

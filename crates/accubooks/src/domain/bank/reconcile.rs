@@ -3,7 +3,7 @@
 //! either is `already_reconciled`.
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::Value;
 use uuid::Uuid;
@@ -147,18 +147,18 @@ pub async fn reconcile_ledger(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::RECONCILE_LEDGER, tenant.writer(), req, |body| {
-            ReconcileLedger {
-                company,
-                transaction,
-                body,
-            }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::RECONCILE_LEDGER,
+        req,
+        |body| ReconcileLedger {
+            company,
+            transaction,
+            body,
+        },
+    )
+    .await
 }

@@ -2,7 +2,7 @@
 //! computed with checked arithmetic (beyond 12 integer digits → 422 naming the field).
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{Days, NaiveDate};
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::{Map, Value};
@@ -218,14 +218,14 @@ pub async fn create_invoice(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::CREATE_INVOICE, tenant.writer(), req, |body| {
-            CreateInvoice { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::CREATE_INVOICE,
+        req,
+        |body| CreateInvoice { company, body },
+    )
+    .await
 }

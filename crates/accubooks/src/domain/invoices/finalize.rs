@@ -5,7 +5,7 @@
 //! increment back, so numbers have no gaps.
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::Value;
 use uuid::Uuid;
@@ -132,18 +132,18 @@ pub async fn finalize_invoice(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::FINALIZE_INVOICE, tenant.writer(), req, |body| {
-            FinalizeInvoice {
-                company,
-                invoice,
-                body,
-            }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::FINALIZE_INVOICE,
+        req,
+        |body| FinalizeInvoice {
+            company,
+            invoice,
+            body,
+        },
+    )
+    .await
 }

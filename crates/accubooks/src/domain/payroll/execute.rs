@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::NaiveDate;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::{Map, Value};
@@ -302,14 +302,14 @@ pub async fn execute_payroll(
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    if let Err(e) = tenant.require(Need::Writer) {
-        return e.into_response();
-    }
     let company = tenant.company_id;
-    state
-        .gate
-        .handle(&ops::EXECUTE_PAYROLL, tenant.writer(), req, |body| {
-            ExecutePayroll { company, body }
-        })
-        .await
+    crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::EXECUTE_PAYROLL,
+        req,
+        |body| ExecutePayroll { company, body },
+    )
+    .await
 }
