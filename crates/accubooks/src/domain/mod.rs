@@ -71,6 +71,22 @@ where
     state.gate.handle(def, tenant.writer(), req, make).await
 }
 
+/// The fingerprint kept by an operation's record row in `table` (a constant table name),
+/// if the row exists: the first step of every `find_existing`.
+pub async fn record_fingerprint(
+    tx: &mut idem::Tx,
+    table: &'static str,
+    company: uuid::Uuid,
+    id: uuid::Uuid,
+) -> AppResult<Option<String>> {
+    let sql = format!("select request_fingerprint from {table} where company_id = $1 and id = $2");
+    Ok(idem::on_tx!(tx, |c| sqlx::query_scalar(&sql)
+        .bind(idem::Id(company))
+        .bind(idem::Id(id))
+        .fetch_optional(c)
+        .await)?)
+}
+
 /// Serializes a 201 body.
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
     let body =

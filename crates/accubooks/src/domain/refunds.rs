@@ -188,13 +188,7 @@ impl Operation for CreateRefund {
         _tenant: &str,
         id: Uuid,
     ) -> AppResult<Option<Existing>> {
-        let fp: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(
-            "select request_fingerprint from refunds where company_id = $1 and id = $2"
-        )
-        .bind(Id(self.company))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?;
+        let fp = crate::domain::record_fingerprint(tx, "refunds", self.company, id).await?;
         let Some(fp) = fp else { return Ok(None) };
         let refund = load_tx(tx, self.company, id)
             .await?
