@@ -129,30 +129,76 @@ pub async fn claim(
     ttl: Duration,
 ) -> Result<Claim, sqlx::Error> {
     loop {
-        let now = Ts::now();
-        let claimed = {
-            let _gate = db.write_gate().await;
-            on_db!(db, |c| {
-                sqlx::query_scalar::<_, i64>(CLAIM_SQL)
-                    .bind(&scope.tenant)
-                    .bind(scope.operation)
-                    .bind(scope.key.as_str())
-                    .bind(fingerprint)
-                    .bind(now.plus(lease))
-                    .bind(request_id)
-                    .bind(now)
-                    .bind(now.plus(ttl))
-                    .fetch_optional(c)
-                    .await
-            })?
-        };
-        if let Some(fence) = claimed {
+        if let Some(fence) = claim_once(db, scope, fingerprint, request_id, lease, ttl).await? {
             return Ok(Claim::Claimed { fence });
         }
         if let Some(record) = load(db, scope).await? {
             return Ok(Claim::Existing(record));
         }
         // Released between our insert and our read: try again.
+    }
+}
+
+macro_rules! claim_query {
+    ($scope:expr, $fingerprint:expr, $request_id:expr, $now:expr, $lease:expr, $ttl:expr) => {
+        sqlx::query_scalar::<_, i64>(CLAIM_SQL)
+            .bind(&$scope.tenant)
+            .bind($scope.operation)
+            .bind($scope.key.as_str())
+            .bind($fingerprint)
+            .bind($now.plus($lease))
+            .bind($request_id)
+            .bind($now)
+            .bind($now.plus($ttl))
+    };
+}
+
+/// One claim attempt, committed without waiting for the log flush.
+///
+/// A claim needs no durability of its own: the write it guards commits later with a
+/// full flush, and both stores write their log sequentially, so that flush makes the
+/// claim durable too. A claim lost to a database crash can only belong to an execution
+/// whose transaction the same crash rolled back, so the key is rightly free again.
+/// This saves one synchronous flush per new write.
+async fn claim_once(
+    db: &Db,
+    scope: &Scope,
+    fingerprint: &str,
+    request_id: &str,
+    lease: Duration,
+    ttl: Duration,
+) -> Result<Option<i64>, sqlx::Error> {
+    let now = Ts::now();
+    match db {
+        Db::Postgres(pool) => {
+            let mut tx = pool
+                .begin_with("begin; set local synchronous_commit = off")
+                .await?;
+            let fence = claim_query!(scope, fingerprint, request_id, now, lease, ttl)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(fence)
+        }
+        Db::Sqlite { pool, .. } => {
+            let _gate = db.write_gate().await;
+            let mut conn = pool.acquire().await?;
+            sqlx::query("pragma synchronous = normal")
+                .execute(&mut *conn)
+                .await?;
+            let fence = claim_query!(scope, fingerprint, request_id, now, lease, ttl)
+                .fetch_optional(&mut *conn)
+                .await;
+            if let Err(e) = sqlx::query("pragma synchronous = full")
+                .execute(&mut *conn)
+                .await
+            {
+                // Never hand a connection back to the pool with relaxed durability.
+                let _ = conn.close().await;
+                return Err(e);
+            }
+            fence
+        }
     }
 }
 

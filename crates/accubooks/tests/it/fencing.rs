@@ -137,3 +137,36 @@ backend_tests!(
     a_stale_claim_can_neither_complete_nor_release,
     shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_claim_hands_its_connection_back_with_full_durability() {
+    let o = crate::harness::Options {
+        pool_size: Some(1),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, o).await;
+    let db = &app.state.db;
+    let scope = Scope::new(
+        "tenant-s",
+        "createCustomer",
+        IdempotencyKey::parse(b"sync").expect("key"),
+    );
+    let claim = store::claim(
+        db,
+        &scope,
+        "fp",
+        "r",
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(matches!(claim, Ok(Claim::Claimed { .. })));
+    let level: i64 = idem::on_db!(db, |c| sqlx::query_scalar("pragma synchronous")
+        .fetch_one(c)
+        .await)
+    .expect("pragma");
+    assert_eq!(
+        level, 2,
+        "synchronous=FULL (2) on the pool's only connection"
+    );
+}
