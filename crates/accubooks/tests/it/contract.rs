@@ -416,6 +416,31 @@ async fn a_new_execution_commits_its_audit_row_with_the_write(backend: Backend) 
     );
 }
 
+async fn the_audit_log_refuses_updates_and_deletes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("Acme").await;
+    let r = app
+        .post("/api/customers", &co.token, "k-ao", &json!({"name": "x"}))
+        .await;
+    assert_eq!(r.status, 201);
+    let db = &app.state.db;
+    let update = idem::on_db!(db, |c| sqlx::query(
+        "update idempotent_write_audit_log set status = 'failed'"
+    )
+    .execute(c)
+    .await
+    .map(|_| ()));
+    assert!(update.is_err(), "UPDATE on the audit log is refused");
+    let delete = idem::on_db!(db, |c| sqlx::query(
+        "delete from idempotent_write_audit_log"
+    )
+    .execute(c)
+    .await
+    .map(|_| ()));
+    assert!(delete.is_err(), "DELETE on the audit log is refused");
+    assert_eq!(app.count("idempotent_write_audit_log").await, 1);
+}
+
 backend_tests!(
     first_execution_is_201_and_a_retry_replays_the_same_bytes,
     the_same_key_with_another_body_is_refused_and_counted,
@@ -427,4 +452,5 @@ backend_tests!(
     prefer_wait_is_clamped_and_times_out_as_409,
     after_the_record_expires_a_retry_replays_from_the_record_row,
     a_new_execution_commits_its_audit_row_with_the_write,
+    the_audit_log_refuses_updates_and_deletes,
 );
