@@ -102,18 +102,34 @@ pub struct StoredResponse {
     pub resource_id: uuid::Uuid,
 }
 
-const CLAIM_SQL: &str = "insert into idempotency_keys \
-     (tenant, operation, idem_key, fingerprint, state, fence, lease_until, request_id, created_at, expires_at) \
-     values ($1, $2, $3, $4, 'in_flight', 1, $5, $6, $7, $8) \
-     on conflict (tenant, operation, idem_key) do update set \
-       fingerprint = excluded.fingerprint, state = 'in_flight', fence = idempotency_keys.fence + 1, \
-       lease_until = excluded.lease_until, request_id = excluded.request_id, \
-       created_at = excluded.created_at, expires_at = excluded.expires_at, \
-       response_status = null, response_body = null, location = null, resource_id = null, \
-       completed_at = null \
-     where idempotency_keys.expires_at <= $7 \
-        or (idempotency_keys.state = 'in_flight' and idempotency_keys.lease_until <= $7) \
-     returning fence";
+macro_rules! claim_sql {
+    ($values:literal) => {
+        concat!(
+            "insert into idempotency_keys \
+             (tenant, operation, idem_key, fingerprint, state, fence, lease_until, request_id, created_at, expires_at) ",
+            $values,
+            " on conflict (tenant, operation, idem_key) do update set \
+               fingerprint = excluded.fingerprint, state = 'in_flight', fence = idempotency_keys.fence + 1, \
+               lease_until = excluded.lease_until, request_id = excluded.request_id, \
+               created_at = excluded.created_at, expires_at = excluded.expires_at, \
+               response_status = null, response_body = null, location = null, resource_id = null, \
+               completed_at = null \
+             where idempotency_keys.expires_at <= $7 \
+                or (idempotency_keys.state = 'in_flight' and idempotency_keys.lease_until <= $7) \
+             returning fence"
+        )
+    };
+}
+
+/// The claim on SQLite (run with `synchronous = normal` on its connection).
+const CLAIM_SQL: &str = claim_sql!("values ($1, $2, $3, $4, 'in_flight', 1, $5, $6, $7, $8)");
+
+/// The claim on PostgreSQL: one autocommit statement whose own commit does not wait for
+/// the log flush (`set_config(…, true)` lasts until the end of its implicit transaction).
+const CLAIM_SQL_PG: &str = claim_sql!(
+    "select $1, $2, $3, $4, 'in_flight', 1, $5, $6, $7, $8 \
+     from (select set_config('synchronous_commit', 'off', true)) as relaxed"
+);
 
 const LOAD_SQL: &str = "select fingerprint, state, fence, lease_until, response_status, \
      response_body, location, expires_at from idempotency_keys \
@@ -140,8 +156,8 @@ pub async fn claim(
 }
 
 macro_rules! claim_query {
-    ($scope:expr, $fingerprint:expr, $request_id:expr, $now:expr, $lease:expr, $ttl:expr) => {
-        sqlx::query_scalar::<_, i64>(CLAIM_SQL)
+    ($sql:expr, $scope:expr, $fingerprint:expr, $request_id:expr, $now:expr, $lease:expr, $ttl:expr) => {
+        sqlx::query_scalar::<_, i64>($sql)
             .bind(&$scope.tenant)
             .bind($scope.operation)
             .bind($scope.key.as_str())
@@ -171,14 +187,17 @@ async fn claim_once(
     let now = Ts::now();
     match db {
         Db::Postgres(pool) => {
-            let mut tx = pool
-                .begin_with("begin; set local synchronous_commit = off")
-                .await?;
-            let fence = claim_query!(scope, fingerprint, request_id, now, lease, ttl)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(fence)
+            claim_query!(
+                CLAIM_SQL_PG,
+                scope,
+                fingerprint,
+                request_id,
+                now,
+                lease,
+                ttl
+            )
+            .fetch_optional(pool)
+            .await
         }
         Db::Sqlite { pool, .. } => {
             let _gate = db.write_gate().await;
@@ -186,7 +205,7 @@ async fn claim_once(
             sqlx::query("pragma synchronous = normal")
                 .execute(&mut *conn)
                 .await?;
-            let fence = claim_query!(scope, fingerprint, request_id, now, lease, ttl)
+            let fence = claim_query!(CLAIM_SQL, scope, fingerprint, request_id, now, lease, ttl)
                 .fetch_optional(&mut *conn)
                 .await;
             if let Err(e) = sqlx::query("pragma synchronous = full")
