@@ -221,22 +221,15 @@ pub async fn list_bank_transactions(
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["reconciled"])?;
     let reconciled = q.bool_filter("reconciled")?;
-    let sql = super::list_sql(
+    let rows: Vec<TransactionRow> = super::list_rows(
+        &state.db,
         COLUMNS,
         "bank_transactions",
-        reconciled.map(|_| "reconciled"),
+        tenant.company_id,
+        reconciled.map(|v| ("reconciled", super::Filter::Bool(v))),
         &q,
-    );
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, TransactionRow>(&sql).bind(Id(tenant.company_id));
-        if let Some(r) = reconciled {
-            query = query.bind(r);
-        }
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    )
+    .await?;
     let rows: Vec<BankTransaction> = rows.into_iter().map(BankTransaction::from).collect();
     Ok(ok_json(&page(rows, q.limit, |t| (t.created_at, t.id.0))))
 }

@@ -162,13 +162,7 @@ pub async fn list_customers(
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &[])?;
-    let sql = super::list_sql(COLUMNS, "customers", None, &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, Customer>(&sql).bind(Id(tenant.company_id));
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<Customer> =
+        super::list_rows(&state.db, COLUMNS, "customers", tenant.company_id, None, &q).await?;
     Ok(ok_json(&page(rows, q.limit, |c| (c.created_at, c.id.0))))
 }

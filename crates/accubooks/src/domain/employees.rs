@@ -226,14 +226,8 @@ pub async fn list_employees(
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &[])?;
-    let sql = super::list_sql(COLUMNS, "employees", None, &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, EmployeeRow>(&sql).bind(Id(tenant.company_id));
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<EmployeeRow> =
+        super::list_rows(&state.db, COLUMNS, "employees", tenant.company_id, None, &q).await?;
     let rows: Vec<Employee> = rows.into_iter().map(Employee::from).collect();
     Ok(ok_json(&page(rows, q.limit, |e| (e.created_at, e.id.0))))
 }

@@ -278,17 +278,15 @@ pub async fn list_invoices(
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["status"])?;
     let status = q.enum_filter("status", &["draft", "open", "paid"])?;
-    let sql = super::list_sql(COLUMNS, "invoices", status.map(|_| "status"), &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, InvoiceRow>(&sql).bind(Id(tenant.company_id));
-        if let Some(s) = status {
-            query = query.bind(s);
-        }
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<InvoiceRow> = super::list_rows(
+        &state.db,
+        COLUMNS,
+        "invoices",
+        tenant.company_id,
+        status.map(|v| ("status", super::Filter::Text(v))),
+        &q,
+    )
+    .await?;
     let mut lines = page_lines(&state.db, tenant.company_id, &rows).await?;
     let out: Vec<Invoice> = rows
         .into_iter()

@@ -43,6 +43,49 @@ pub fn list_sql(columns: &str, from: &str, filter: Option<&str>, q: &ListQuery) 
     )
 }
 
+/// The value of a list's one filter.
+#[derive(Debug, Clone, Copy)]
+pub enum Filter {
+    /// An id (`invoice_id`, `payment_id`).
+    Id(uuid::Uuid),
+    /// A flag (`reconciled`).
+    Bool(bool),
+    /// One of a fixed set of values (`status`).
+    Text(&'static str),
+}
+
+/// One page of `from` for `company`, newest first, with an optional `(column, value)`
+/// filter; `limit + 1` rows so [`crate::web::page`] can tell whether more exist.
+pub async fn list_rows<R>(
+    db: &idem::Db,
+    columns: &str,
+    from: &str,
+    company: uuid::Uuid,
+    filter: Option<(&str, Filter)>,
+    q: &ListQuery,
+) -> AppResult<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin,
+{
+    let sql = list_sql(columns, from, filter.map(|(column, _)| column), q);
+    Ok(idem::on_db!(db, |c| {
+        let mut query = sqlx::query_as::<_, R>(&sql).bind(idem::Id(company));
+        query = match filter {
+            Some((_, Filter::Id(id))) => query.bind(idem::Id(id)),
+            Some((_, Filter::Bool(b))) => query.bind(b),
+            Some((_, Filter::Text(t))) => query.bind(t),
+            None => query,
+        };
+        if let Some((ts, id)) = q.after {
+            query = query.bind(ts).bind(idem::Id(id));
+        }
+        query.bind(q.limit + 1).fetch_all(c).await
+    })?)
+}
+
 /// `$first, $first+1, …` for `n` values of an `in (…)` list.
 pub fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

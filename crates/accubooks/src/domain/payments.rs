@@ -289,17 +289,15 @@ pub async fn list_payments(
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["invoice_id"])?;
     let invoice = q.uuid_filter("invoice_id")?;
-    let sql = super::list_sql(COLUMNS, FROM, invoice.map(|_| "invoice_id"), &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, PaymentRow>(&sql).bind(Id(tenant.company_id));
-        if let Some(i) = invoice {
-            query = query.bind(Id(i));
-        }
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<PaymentRow> = super::list_rows(
+        &state.db,
+        COLUMNS,
+        FROM,
+        tenant.company_id,
+        invoice.map(|v| ("invoice_id", super::Filter::Id(v))),
+        &q,
+    )
+    .await?;
     let rows: Vec<Payment> = rows.into_iter().map(Payment::from).collect();
     Ok(ok_json(&page(rows, q.limit, |p| (p.created_at, p.id.0))))
 }

@@ -178,14 +178,15 @@ pub async fn list_payroll_runs(
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &[])?;
-    let sql = super::list_sql(COLUMNS, "payroll_runs", None, &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, RunRow>(&sql).bind(Id(tenant.company_id));
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<RunRow> = super::list_rows(
+        &state.db,
+        COLUMNS,
+        "payroll_runs",
+        tenant.company_id,
+        None,
+        &q,
+    )
+    .await?;
     let mut stubs = page_stubs(&state.db, tenant.company_id, &rows).await?;
     let out: Vec<PayrollRun> = rows
         .into_iter()

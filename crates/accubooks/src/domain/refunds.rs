@@ -256,17 +256,15 @@ pub async fn list_refunds(
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["payment_id"])?;
     let payment = q.uuid_filter("payment_id")?;
-    let sql = super::list_sql(COLUMNS, FROM, payment.map(|_| "payment_id"), &q);
-    let rows = on_db!(&state.db, |c| {
-        let mut query = sqlx::query_as::<_, RefundRow>(&sql).bind(Id(tenant.company_id));
-        if let Some(p) = payment {
-            query = query.bind(Id(p));
-        }
-        if let Some((ts, id)) = q.after {
-            query = query.bind(ts).bind(Id(id));
-        }
-        query.bind(q.limit + 1).fetch_all(c).await
-    })?;
+    let rows: Vec<RefundRow> = super::list_rows(
+        &state.db,
+        COLUMNS,
+        FROM,
+        tenant.company_id,
+        payment.map(|v| ("payment_id", super::Filter::Id(v))),
+        &q,
+    )
+    .await?;
     let rows: Vec<Refund> = rows.into_iter().map(Refund::from).collect();
     Ok(ok_json(&page(rows, q.limit, |r| (r.created_at, r.id.0))))
 }
