@@ -5,7 +5,7 @@
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
-use idem::{on_db, on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -203,12 +203,14 @@ pub async fn get_bank_transaction(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> AppResult<Response> {
-    let sql = format!("select {COLUMNS} from bank_transactions where company_id = $1 and id = $2");
-    let row = on_db!(&state.db, |c| sqlx::query_as::<_, TransactionRow>(&sql)
-        .bind(Id(tenant.company_id))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?
+    let row = super::find_row::<TransactionRow>(
+        &state.db,
+        COLUMNS,
+        "bank_transactions",
+        tenant.company_id,
+        id,
+    )
+    .await?
     .ok_or_else(|| AppError::not_found(format!("bank transaction {id} does not exist")))?;
     Ok(ok_json(&BankTransaction::from(row)))
 }

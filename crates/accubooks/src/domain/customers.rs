@@ -2,7 +2,7 @@
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
-use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use idem::{on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -55,12 +55,7 @@ fn parse(body: &Value) -> AppResult<CustomerIn> {
 
 /// Loads a customer of `company`.
 pub async fn find(db: &Db, company: Uuid, id: Uuid) -> AppResult<Option<Customer>> {
-    let sql = format!("select {COLUMNS} from customers where company_id = $1 and id = $2");
-    Ok(on_db!(db, |c| sqlx::query_as::<_, Customer>(&sql)
-        .bind(Id(company))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?)
+    super::find_row(db, COLUMNS, "customers", company, id).await
 }
 
 /// Whether a customer exists in `company` (inside a write).

@@ -2,7 +2,7 @@
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
-use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use idem::{on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -112,12 +112,7 @@ fn parse(body: &Value) -> AppResult<EmployeeIn> {
 
 /// Loads an employee of `company`.
 pub async fn find(db: &Db, company: Uuid, id: Uuid) -> AppResult<Option<Employee>> {
-    let sql = format!("select {COLUMNS} from employees where company_id = $1 and id = $2");
-    let row = on_db!(db, |c| sqlx::query_as::<_, EmployeeRow>(&sql)
-        .bind(Id(company))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?;
+    let row = super::find_row::<EmployeeRow>(db, COLUMNS, "employees", company, id).await?;
     Ok(row.map(Employee::from))
 }
 

@@ -258,13 +258,9 @@ pub async fn get_invoice(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> AppResult<Response> {
-    let sql = format!("select {COLUMNS} from invoices where company_id = $1 and id = $2");
-    let row = on_db!(&state.db, |c| sqlx::query_as::<_, InvoiceRow>(&sql)
-        .bind(Id(tenant.company_id))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?
-    .ok_or_else(|| missing(id))?;
+    let row = super::find_row::<InvoiceRow>(&state.db, COLUMNS, "invoices", tenant.company_id, id)
+        .await?
+        .ok_or_else(|| missing(id))?;
     Ok(ok_json(
         &with_lines(&state.db, tenant.company_id, row).await?,
     ))

@@ -43,6 +43,28 @@ pub fn list_sql(columns: &str, from: &str, filter: Option<&str>, q: &ListQuery) 
     )
 }
 
+/// The row of `from` with `id` in `company`, if any (the reads of every entity).
+pub async fn find_row<R>(
+    db: &idem::Db,
+    columns: &str,
+    from: &str,
+    company: uuid::Uuid,
+    id: uuid::Uuid,
+) -> AppResult<Option<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin,
+{
+    let sql = format!("select {columns} from {from} where company_id = $1 and id = $2");
+    Ok(idem::on_db!(db, |c| sqlx::query_as::<_, R>(&sql)
+        .bind(idem::Id(company))
+        .bind(idem::Id(id))
+        .fetch_optional(c)
+        .await)?)
+}
+
 /// The value of a list's one filter.
 #[derive(Debug, Clone, Copy)]
 pub enum Filter {

@@ -7,7 +7,7 @@
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
-use idem::{on_db, on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -271,13 +271,9 @@ pub async fn get_payment(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> AppResult<Response> {
-    let sql = format!("select {COLUMNS} from {FROM} where company_id = $1 and id = $2");
-    let row = on_db!(&state.db, |c| sqlx::query_as::<_, PaymentRow>(&sql)
-        .bind(Id(tenant.company_id))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?
-    .ok_or_else(|| AppError::not_found(format!("payment {id} does not exist")))?;
+    let row = super::find_row::<PaymentRow>(&state.db, COLUMNS, FROM, tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("payment {id} does not exist")))?;
     Ok(ok_json(&Payment::from(row)))
 }
 

@@ -159,13 +159,9 @@ pub async fn get_payroll_run(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> AppResult<Response> {
-    let sql = format!("select {COLUMNS} from payroll_runs where company_id = $1 and id = $2");
-    let row = on_db!(&state.db, |c| sqlx::query_as::<_, RunRow>(&sql)
-        .bind(Id(tenant.company_id))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?
-    .ok_or_else(|| AppError::not_found(format!("payroll run {id} does not exist")))?;
+    let row = super::find_row::<RunRow>(&state.db, COLUMNS, "payroll_runs", tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("payroll run {id} does not exist")))?;
     Ok(ok_json(
         &with_stubs(&state.db, tenant.company_id, row).await?,
     ))

@@ -6,7 +6,7 @@
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
-use idem::{on_db, on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -238,13 +238,9 @@ pub async fn get_refund(
     State(state): State<AppState>,
     tenant: Tenant,
 ) -> AppResult<Response> {
-    let sql = format!("select {COLUMNS} from {FROM} where company_id = $1 and id = $2");
-    let row = on_db!(&state.db, |c| sqlx::query_as::<_, RefundRow>(&sql)
-        .bind(Id(tenant.company_id))
-        .bind(Id(id))
-        .fetch_optional(c)
-        .await)?
-    .ok_or_else(|| AppError::not_found(format!("refund {id} does not exist")))?;
+    let row = super::find_row::<RefundRow>(&state.db, COLUMNS, FROM, tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("refund {id} does not exist")))?;
     Ok(ok_json(&Refund::from(row)))
 }
 
