@@ -41,6 +41,7 @@ macro_rules! backend_tests {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
                 async fn $name() {
                     if $crate::harness::postgres_url().is_none() {
                         eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");

@@ -176,6 +176,7 @@ async fn wait_until_claimed(url: &str, key: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
     if postgres_url().is_none() {
         eprintln!("skipped: DATABASE_URL_TEST is not set");
@@ -248,6 +249,7 @@ async fn a_killed_executor_on_sqlite_executes_once_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn a_killed_executor_on_postgres_executes_once_on_another_node() {
     if postgres_url().is_none() {
         eprintln!("skipped: DATABASE_URL_TEST is not set");
@@ -257,6 +259,7 @@ async fn a_killed_executor_on_postgres_executes_once_on_another_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
     if postgres_url().is_none() {
         eprintln!("skipped: DATABASE_URL_TEST is not set");
