@@ -15,7 +15,6 @@ use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
 use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, NoEmitter, Problem, Registry};
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -216,7 +215,7 @@ impl Application {
             db,
             gate: Gate::new(engine),
             config: Arc::new(args),
-            metrics: Arc::new(RwLock::new(registry)),
+            metrics: Arc::new(registry),
             auth: Arc::new(AuthCache::default()),
             operator_hash: Arc::new(operator_hash),
             shutdown: shutdown.clone(),

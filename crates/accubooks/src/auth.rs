@@ -277,6 +277,3 @@ async fn stored_operator_hash(db: &Db) -> Result<Option<String>, sqlx::Error> {
     .fetch_optional(c)
     .await)
 }
-
-/// Shared handle type.
-pub type SharedAuth = Arc<AuthCache>;

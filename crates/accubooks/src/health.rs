@@ -36,7 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.http_metrics.publish_pool(&state.db);
     let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics.read()) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
         tracing::error!(error = %e, "metrics encoding failed");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

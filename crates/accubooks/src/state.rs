@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use idem::{Db, Engine, Gate};
-use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthCache;
@@ -20,7 +19,7 @@ pub struct AppState {
     /// Settings.
     pub config: Arc<ServeArgs>,
     /// This app's metrics registry (never a global).
-    pub metrics: Arc<RwLock<prometheus_client::registry::Registry>>,
+    pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Token cache.
     pub auth: Arc<AuthCache>,
     /// SHA-256 of the operator token.

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use http::request::Parts;
 use http::StatusCode;
 use idem::http::{is_json, read_body, unsupported_media_type, DEFAULT_BODY_LIMIT};
-use idem::{Id, Problem, Ts};
+use idem::{Problem, Ts};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -220,11 +220,6 @@ pub fn ok_json<T: Serialize>(value: &T) -> Response {
             .into_response(),
         Err(e) => AppError::Internal(format!("serialize: {e}")).into_response(),
     }
-}
-
-/// Id of an entity as stored.
-pub fn id(u: Uuid) -> Id {
-    Id(u)
 }
 
 type HttpLabels = [(&'static str, String); 3];

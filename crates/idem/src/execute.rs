@@ -637,15 +637,13 @@ impl Engine {
         match outcome {
             Ok(TxOutcome::Committed(reply)) => {
                 claim.armed = false;
-                if let Some(body) = Some(reply.body.clone()) {
-                    let cached = Arc::new(Cached {
-                        fingerprint: req.fingerprint.as_str().to_owned(),
-                        body,
-                        location: reply.location.clone(),
-                        expires_at: Ts::now().plus(ttl),
-                    });
-                    inner.cache.lock().put(req.scope.clone(), cached);
-                }
+                let cached = Arc::new(Cached {
+                    fingerprint: req.fingerprint.as_str().to_owned(),
+                    body: reply.body.clone(),
+                    location: reply.location.clone(),
+                    expires_at: Ts::now().plus(ttl),
+                });
+                inner.cache.lock().put(req.scope.clone(), cached);
                 Executed::Done(reply)
             }
             Ok(TxOutcome::Lost) => {

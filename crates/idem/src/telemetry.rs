@@ -378,12 +378,3 @@ async fn write_batch(db: &Db, batch: &mut Vec<AuditRow>, metrics: &Metrics) {
     metrics.audit_queue_depth.dec_by(n as i64);
     batch.clear();
 }
-
-/// Counts audit rows (for health and tests).
-pub async fn audit_row_count(db: &Db) -> Result<i64, sqlx::Error> {
-    on_db!(db, |c| sqlx::query_scalar::<_, i64>(
-        "select count(*) from idempotent_write_audit_log"
-    )
-    .fetch_one(c)
-    .await)
-}

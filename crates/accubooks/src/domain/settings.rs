@@ -47,23 +47,11 @@ struct SettingsRow {
 const COLUMNS: &str =
     "display_name, currency, invoice_prefix, payment_terms_days, fiscal_year_start_month, version";
 
-/// Reads the current settings (inside a write; locks the row on PostgreSQL).
-pub async fn current_for_update(tx: &mut Tx, company: Uuid) -> AppResult<Settings> {
-    let sql = format!(
-        "select {COLUMNS} from company_settings where company_id = $1{}",
-        tx.for_update()
-    );
-    let row = on_tx!(tx, |c| sqlx::query_as::<_, SettingsRow>(&sql)
-        .bind(Id(company))
-        .fetch_optional(c)
-        .await)?;
-    row.map(|r| r.settings)
-        .ok_or_else(|| AppError::Internal(format!("company {company} has no settings")))
-}
-
-/// Reads the current settings (inside a write, without locking).
-pub async fn current(tx: &mut Tx, company: Uuid) -> AppResult<Settings> {
-    let sql = format!("select {COLUMNS} from company_settings where company_id = $1");
+/// Reads the current settings inside a write; with `lock`, the row stays locked until
+/// the write commits (PostgreSQL; SQLite's single writer already excludes others).
+pub async fn current(tx: &mut Tx, company: Uuid, lock: bool) -> AppResult<Settings> {
+    let suffix = if lock { tx.for_update() } else { "" };
+    let sql = format!("select {COLUMNS} from company_settings where company_id = $1{suffix}");
     let row = on_tx!(tx, |c| sqlx::query_as::<_, SettingsRow>(&sql)
         .bind(Id(company))
         .fetch_optional(c)
@@ -237,7 +225,7 @@ impl Operation for UpdateSettings {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let mut s = current_for_update(ctx.tx(), self.company).await?;
+        let mut s = current(ctx.tx(), self.company, true).await?;
         apply_patch(&self.body, &mut s)?;
         let now = ctx.now();
         let version: i64 = on_tx!(ctx.tx(), |c| {

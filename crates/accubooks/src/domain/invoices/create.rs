@@ -105,7 +105,7 @@ struct CreateInvoice {
 
 impl CreateInvoice {
     async fn insert(&self, ctx: &mut ExecCtx<'_>, input: &InvoiceIn) -> AppResult<()> {
-        let s = settings::current(ctx.tx(), self.company).await?;
+        let s = settings::current(ctx.tx(), self.company, false).await?;
         let currency = input.currency.clone().unwrap_or(s.currency);
         let terms = u64::try_from(s.payment_terms_days).unwrap_or(0);
         let due = match input.due_date {

@@ -47,7 +47,7 @@ impl FinalizeInvoice {
                 format!("invoice {} is {}, not draft", self.invoice, inv.status),
             ));
         }
-        let prefix = settings::current_for_update(ctx.tx(), self.company)
+        let prefix = settings::current(ctx.tx(), self.company, true)
             .await?
             .invoice_prefix;
         let number = format!("{prefix}{:06}", next_number(ctx.tx(), self.company).await?);
