@@ -739,7 +739,7 @@ impl Engine {
             tx.rollback().await?;
             return Ok(TxOutcome::Lost);
         }
-        let row = audit_row(req, "new", started.elapsed(), workflows, None);
+        let row = audit_row(req, id, "new", started.elapsed(), workflows, None);
         insert_audit(&mut tx, &row).await?;
         tx.commit().await?;
         inner
@@ -763,6 +763,7 @@ impl Engine {
     ) {
         let m = &self.inner.metrics;
         let (op, kind) = (req.op.name, req.op.kind.label());
+        let id = req.scope.deterministic_id();
         let ms = elapsed.as_secs_f64() * 1000.0;
         m.duration_ms
             .get_or_create(&[("operation", op), ("type", kind)])
@@ -814,7 +815,7 @@ impl Engine {
             operation_type = kind,
             status,
             error_type = error_type.unwrap_or(""),
-            deterministic_id = %req.scope.deterministic_id(),
+            deterministic_id = %id,
             company_id = %req.scope.tenant,
             idempotency_key = %req.scope.key,
             request_id = %req.meta.request_id,
@@ -825,7 +826,7 @@ impl Engine {
         if status != "new" {
             self.inner
                 .audit
-                .enqueue(audit_row(req, status, elapsed, 0, message));
+                .enqueue(audit_row(req, id, status, elapsed, 0, message));
         }
     }
 
@@ -880,6 +881,7 @@ async fn release_now(claim: &mut ClaimGuard) {
 
 fn audit_row(
     req: &WriteRequest,
+    id: Uuid,
     status: &'static str,
     elapsed: Duration,
     workflows: u32,
@@ -889,7 +891,7 @@ fn audit_row(
         id: Uuid::now_v7(),
         operation_name: req.op.name,
         operation_type: req.op.kind.label(),
-        deterministic_id: req.scope.deterministic_id().to_string(),
+        deterministic_id: id.to_string(),
         company_id: req.scope.tenant.clone(),
         user_id: req.meta.user_id.clone(),
         status,
