@@ -19,6 +19,11 @@
 //!   database connection; duplicates of a key executing elsewhere poll with backoff.
 //! - Completed records are immutable until they expire, so they are served from an
 //!   in-memory cache without touching the database.
+//! - A started write is finished whatever the client does: everything past the replay
+//!   cache runs in a task of its own (tracked, so shutdown can wait for it), and the
+//!   request only waits for its answer. A client that leaves drops the answer, never the
+//!   claim, the transaction or the audit row; its retry replays the result. Only waiting
+//!   (for a duplicate in flight) stops when the client leaves, since it holds nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +35,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::db::{Db, Ts, Tx};
@@ -338,7 +345,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     audit: AuditQueue,
     emitter: Arc<dyn Emitter>,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
+    executions: TaskTracker,
     local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
     cache: Mutex<ReplayCache>,
     #[cfg(feature = "test-hooks")]
@@ -407,7 +415,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         audit: AuditQueue,
         emitter: Arc<dyn Emitter>,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: CancellationToken,
     ) -> Self {
         let replay_budget = cfg.replay_cache_bytes;
         Self {
@@ -418,6 +426,7 @@ impl Engine {
                 audit,
                 emitter,
                 shutdown,
+                executions: TaskTracker::new(),
                 local: Mutex::new(HashMap::new()),
                 cache: Mutex::new(ReplayCache::new(replay_budget)),
                 #[cfg(feature = "test-hooks")]
@@ -469,17 +478,69 @@ impl Engine {
             .inc();
     }
 
-    /// Runs one idempotent write through the state machine.
-    pub async fn run<O: Operation>(&self, req: WriteRequest, op: O) -> Outcome<O::Error> {
+    /// Writes still running (their clients may have gone).
+    pub fn executions_running(&self) -> usize {
+        self.inner.executions.len()
+    }
+
+    /// Waits until every started write has finished (call after the server stopped
+    /// taking requests; bound it with a timeout).
+    pub async fn drain(&self) {
+        self.inner.executions.close();
+        self.inner.executions.wait().await;
+    }
+
+    /// Runs one idempotent write through the state machine. A completed key in the
+    /// replay cache is answered here; anything else runs detached from the caller, so
+    /// dropping this future (a client disconnecting) never cuts a write short.
+    pub async fn run<O>(&self, req: WriteRequest, op: O) -> Outcome<O::Error>
+    where
+        O: Operation + 'static,
+    {
         let started = Instant::now();
+        if let Some(hit) = self.cached(&req.scope) {
+            let result = replay(&hit, &req.fingerprint);
+            self.observe(&req, &result, started.elapsed(), 0);
+            return Outcome { result, held: None };
+        }
+        let client = CancellationToken::new();
+        let _gone_on_drop = client.clone().drop_guard();
+        let engine = self.clone();
+        let task = self
+            .inner
+            .executions
+            .spawn(async move { engine.run_detached(req, op, started, client).await });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "idempotent write task failed");
+                Outcome {
+                    result: Err(WriteError::Store(sqlx::Error::WorkerCrashed)),
+                    held: None,
+                }
+            }
+        }
+    }
+
+    async fn run_detached<O: Operation>(
+        &self,
+        req: WriteRequest,
+        op: O,
+        started: Instant,
+        client: CancellationToken,
+    ) -> Outcome<O::Error> {
         let wait = req.wait.map(|w| w.min(self.inner.cfg.max_wait));
         let deadline = wait.map(|w| started + w);
         let mut held = false;
         let mut workflows = 0;
         let result = self
-            .drive(&req, &op, deadline, &mut held, &mut workflows)
+            .drive(&req, &op, deadline, &client, &mut held, &mut workflows)
             .await;
-        self.observe(&req, &result, started.elapsed(), workflows);
+        // A waiter whose client left has no outcome to record; an execution always has.
+        let gave_up_waiting = client.is_cancelled() && matches!(result, Err(WriteError::InFlight));
+        if !gave_up_waiting {
+            self.observe(&req, &result, started.elapsed(), workflows);
+        }
         Outcome {
             result,
             held: if held { wait } else { None },
@@ -491,6 +552,7 @@ impl Engine {
         req: &WriteRequest,
         op: &O,
         deadline: Option<Instant>,
+        client: &CancellationToken,
         held: &mut bool,
         workflows: &mut u32,
     ) -> Result<WriteReply, WriteError<O::Error>> {
@@ -511,6 +573,7 @@ impl Engine {
                     inner.metrics.waiters.inc();
                     let woke = tokio::select! {
                         r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
+                        () = client.cancelled() => false,
                         () = inner.shutdown.cancelled() => {
                             inner.metrics.waiters.dec();
                             return Err(WriteError::ShuttingDown);
@@ -524,6 +587,7 @@ impl Engine {
                 }
             };
             let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
+            self.hold("claim", &req.scope).await;
             let claim = store::claim(
                 &inner.db,
                 &req.scope,
@@ -559,12 +623,13 @@ impl Engine {
                     *held = true;
                     inner.metrics.waiters.inc();
                     let stopped = tokio::select! {
-                        () = tokio::time::sleep(poll.min(deadline - now)) => false,
-                        () = inner.shutdown.cancelled() => true,
+                        () = tokio::time::sleep(poll.min(deadline - now)) => None,
+                        () = client.cancelled() => Some(WriteError::InFlight),
+                        () = inner.shutdown.cancelled() => Some(WriteError::ShuttingDown),
                     };
                     inner.metrics.waiters.dec();
-                    if stopped {
-                        return Err(WriteError::ShuttingDown);
+                    if let Some(e) = stopped {
+                        return Err(e);
                     }
                     poll = (poll * 2).min(Duration::from_millis(250));
                 }
@@ -697,6 +762,7 @@ impl Engine {
         let inner = &*self.inner;
         let started = Instant::now();
         let id = req.scope.deterministic_id();
+        self.hold("begin", &req.scope).await;
         let mut tx = inner.db.begin().await?;
         match op.find_existing(&mut tx, &req.scope.tenant, id).await {
             Ok(Some(existing)) => {
@@ -719,6 +785,7 @@ impl Engine {
             emitter: &*inner.emitter,
             workflows_triggered: 0,
         };
+        self.hold("execute", &req.scope).await;
         let created = op.execute(&mut ctx).await;
         let workflows = ctx.workflows_triggered;
         let created = match created {
@@ -740,7 +807,9 @@ impl Engine {
             return Ok(TxOutcome::Lost);
         }
         let row = audit_row(req, id, "new", started.elapsed(), workflows, None);
+        self.hold("audit", &req.scope).await;
         insert_audit(&mut tx, &row).await?;
+        self.hold("commit", &req.scope).await;
         tx.commit().await?;
         inner
             .metrics

@@ -1,7 +1,10 @@
 //! Test-only hold points inside the executor (feature `test-hooks`, never in release builds).
 //!
-//! Points: `claimed` (after the claim, before the transaction) and `before_complete`
-//! (inside the transaction, after the operation's writes, before the fenced completion).
+//! Points, in the order an execution reaches them: `claim` (before the claim statement),
+//! `claimed` (after the claim, before the transaction), `begin` (before the write gate
+//! and `BEGIN`), `execute` (inside the transaction, before the operation runs),
+//! `before_complete` (after the operation's writes, before the fenced completion),
+//! `audit` (before the `new` audit row) and `commit` (before `COMMIT`).
 //! In-process tests [`TestHooks::arm`] a point: the first executor to reach it parks until
 //! released. Multi-process tests set `IDEM_TEST_HOLD=<point>:<millis>:<key prefix>`:
 //! every executor whose key starts with the prefix sleeps that long at the point.

@@ -323,7 +323,7 @@ impl Gate {
         make: F,
     ) -> Response
     where
-        O: Operation,
+        O: Operation + 'static,
         O::Error: IntoResponse,
         F: FnOnce(Value) -> O,
     {
