@@ -165,8 +165,11 @@ impl Application {
         args.validate().map_err(anyhow::Error::msg)?;
         let connect = idem::db::ConnectOptions {
             pool_size: args.pool_size,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: STORE_WAIT,
             idle_in_transaction_timeout: Some(args.lease),
+            // A statement running past the lease would outlive its claim anyway.
+            statement_timeout: Some(args.lease),
+            lock_timeout: Some(STORE_WAIT),
         };
         let db = Db::connect(&args.db.database_url, &connect)
             .await
@@ -294,6 +297,10 @@ impl Application {
         Ok(())
     }
 }
+
+/// The contract's bound on waiting for the store: a connection, SQLite's writer slot,
+/// a row lock. Past it a request gets `503` with `Retry-After: 5`.
+const STORE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a graceful shutdown may take from the signal to the exit.
 pub const DRAIN: Duration = Duration::from_secs(30);

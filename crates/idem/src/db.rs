@@ -68,6 +68,13 @@ pub struct ConnectOptions {
     /// PostgreSQL: a session idle inside a transaction this long is ended by the server,
     /// so a frozen executor cannot hold row locks past its lease.
     pub idle_in_transaction_timeout: Option<Duration>,
+    /// PostgreSQL: the longest a statement may run (`statement_timeout`); work that
+    /// needs longer (the prune) raises it for its own transaction.
+    pub statement_timeout: Option<Duration>,
+    /// PostgreSQL: the longest a statement may wait for a row or table lock
+    /// (`lock_timeout`), so a write queued behind another gives up instead of holding
+    /// its connection until the lock frees.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -76,6 +83,8 @@ impl Default for ConnectOptions {
             pool_size: None,
             acquire_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: None,
+            statement_timeout: None,
+            lock_timeout: None,
         }
     }
 }
@@ -86,11 +95,18 @@ impl Db {
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url)?;
-            if let Some(t) = opts.idle_in_transaction_timeout {
-                connect = connect.options([(
+            let settings = [
+                (
                     "idle_in_transaction_session_timeout",
-                    format!("{}ms", t.as_millis()),
-                )]);
+                    opts.idle_in_transaction_timeout,
+                ),
+                ("statement_timeout", opts.statement_timeout),
+                ("lock_timeout", opts.lock_timeout),
+            ];
+            for (name, value) in settings {
+                if let Some(t) = value {
+                    connect = connect.options([(name, format!("{}ms", t.as_millis()))]);
+                }
             }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.pool_size.unwrap_or(32))

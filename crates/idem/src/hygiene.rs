@@ -130,6 +130,10 @@ async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
             // A transaction-scoped lock: nothing outlives the transaction, so the prune
             // also works through a transaction-pooling proxy.
             let mut tx = pool.begin().await?;
+            // Background work may take longer than a request's statement budget.
+            sqlx::query("set local statement_timeout = '15min'")
+                .execute(&mut *tx)
+                .await?;
             let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
                 .bind(PRUNE_LOCK)
                 .fetch_one(&mut *tx)
