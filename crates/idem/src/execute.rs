@@ -16,7 +16,8 @@
 //! - While executing, the executor renews its lease every lease/3; an executor whose
 //!   claim was taken over cannot commit, and answers as a retry would.
 //! - Duplicates of a key executing on this node wait on an in-process channel and hold no
-//!   database connection; duplicates of a key executing elsewhere poll with backoff.
+//!   database connection; duplicates of a key executing elsewhere poll with backoff, one
+//!   poller per scope per node (the others wait on it in-process).
 //! - Completed records are immutable until they expire, so they are served from an
 //!   in-memory cache without touching the database.
 //! - A started write is finished whatever the client does: everything past the replay
@@ -559,33 +560,38 @@ impl Engine {
         let inner = &*self.inner;
         let mut lost = 0;
         let mut poll = Duration::from_millis(10);
+        // Held from the first claim attempt until this request is answered: the node's
+        // other duplicates of the scope wait on it, whether it executes or polls.
+        let mut local_guard: Option<LocalGuard<'_>> = None;
         loop {
             if let Some(hit) = self.cached(&req.scope) {
                 return replay(&hit, &req.fingerprint);
             }
-            let guard = match self.enter_local(&req.scope) {
-                Ok(guard) => guard,
-                Err(mut rx) => {
-                    let Some(deadline) = deadline else {
-                        return Err(WriteError::InFlight);
-                    };
-                    *held = true;
-                    inner.metrics.waiters.inc();
-                    let woke = tokio::select! {
-                        r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
-                        () = client.cancelled() => false,
-                        () = inner.shutdown.cancelled() => {
-                            inner.metrics.waiters.dec();
-                            return Err(WriteError::ShuttingDown);
+            if local_guard.is_none() {
+                match self.enterlocal_guard(&req.scope) {
+                    Ok(guard) => local_guard = Some(guard),
+                    Err(mut rx) => {
+                        let Some(deadline) = deadline else {
+                            return Err(WriteError::InFlight);
+                        };
+                        *held = true;
+                        inner.metrics.waiters.inc();
+                        let woke = tokio::select! {
+                            r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
+                            () = client.cancelled() => false,
+                            () = inner.shutdown.cancelled() => {
+                                inner.metrics.waiters.dec();
+                                return Err(WriteError::ShuttingDown);
+                            }
+                        };
+                        inner.metrics.waiters.dec();
+                        if !woke {
+                            return Err(WriteError::InFlight);
                         }
-                    };
-                    inner.metrics.waiters.dec();
-                    if !woke {
-                        return Err(WriteError::InFlight);
+                        continue;
                     }
-                    continue;
                 }
-            };
+            }
             let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
             self.hold("claim", &req.scope).await;
             let claim = store::claim(
@@ -600,7 +606,6 @@ impl Engine {
             .map_err(WriteError::Store)?;
             match claim {
                 Claim::Existing(record) if record.state == RecordState::Completed => {
-                    drop(guard);
                     let cached = Arc::new(Cached {
                         fingerprint: record.fingerprint,
                         body: Bytes::from(record.response_body.unwrap_or_default()),
@@ -612,7 +617,8 @@ impl Engine {
                 }
                 Claim::Existing(_) => {
                     // In flight on another node: poll until it finishes or the wait ends.
-                    drop(guard);
+                    // The local guard stays held while polling, so this node's other
+                    // duplicates park on it and one poller per scope reads the store.
                     let Some(deadline) = deadline else {
                         return Err(WriteError::InFlight);
                     };
@@ -633,22 +639,19 @@ impl Engine {
                     }
                     poll = (poll * 2).min(Duration::from_millis(250));
                 }
-                Claim::Claimed { fence } => {
-                    match self.execute(req, op, fence, ttl).await {
-                        Executed::Done(reply) => return Ok(reply),
-                        Executed::Failed(e, n) => {
-                            *workflows = n;
-                            return Err(e);
-                        }
-                        Executed::LostClaim => {
-                            lost += 1;
-                            if lost >= MAX_LOST_CLAIMS {
-                                return Err(WriteError::InFlight);
-                            }
+                Claim::Claimed { fence } => match self.execute(req, op, fence, ttl).await {
+                    Executed::Done(reply) => return Ok(reply),
+                    Executed::Failed(e, n) => {
+                        *workflows = n;
+                        return Err(e);
+                    }
+                    Executed::LostClaim => {
+                        lost += 1;
+                        if lost >= MAX_LOST_CLAIMS {
+                            return Err(WriteError::InFlight);
                         }
                     }
-                    drop(guard);
-                }
+                },
             }
         }
     }
@@ -657,7 +660,7 @@ impl Engine {
         self.inner.cache.lock().get(scope)
     }
 
-    fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
+    fn enterlocal_guard(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
         let mut local = self.inner.local.lock();
         if let Some(rx) = local.get(scope) {
             return Err(rx.clone());

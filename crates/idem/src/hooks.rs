@@ -25,6 +25,7 @@ pub struct TestHooks {
     env: Option<(String, Duration, String)>,
     armed: Mutex<HashMap<&'static str, HoldHandle>>,
     renewal_paused: Arc<AtomicBool>,
+    reached: Mutex<HashMap<&'static str, u64>>,
 }
 
 /// One armed hold.
@@ -75,11 +76,17 @@ impl TestHooks {
         handle
     }
 
+    /// How many times executors have reached `point` so far.
+    pub fn times_reached(&self, point: &'static str) -> u64 {
+        self.reached.lock().get(point).copied().unwrap_or(0)
+    }
+
     pub(crate) fn renewal_paused(&self) -> Arc<AtomicBool> {
         self.renewal_paused.clone()
     }
 
     pub(crate) async fn reach(&self, point: &'static str, scope: &Scope) {
+        *self.reached.lock().entry(point).or_default() += 1;
         if let Some((p, pause, prefix)) = &self.env {
             if p == point && scope.key.as_str().starts_with(prefix.as_str()) {
                 tokio::time::sleep(*pause).await;

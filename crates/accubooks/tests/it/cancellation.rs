@@ -348,3 +348,106 @@ async fn readiness_recovers_when_the_writer_finishes() {
         200
     );
 }
+
+/// PostgreSQL: a write waiting on a row lock gives up after the lock timeout (5 s) with
+/// `503` and `Retry-After`, instead of holding its connection until the lock frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn a_write_blocked_on_a_row_lock_gets_503_after_the_lock_timeout() {
+    if crate::harness::postgres_url().is_none() {
+        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let co = app.create_company("Acme").await;
+    // Arrange: another session holds the company's settings row.
+    let other = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+    let mut blocker = other.begin().await.expect("begin");
+    sqlx::query("select 1 from company_settings where company_id = $1::uuid for update")
+        .bind(&co.id)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the settings row");
+
+    // Act: a settings update needs that row.
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        app.patch(
+            "/api/company/settings",
+            &co.token,
+            "blocked",
+            &json!({"display_name": "Blocked"}),
+        ),
+    )
+    .await
+    .expect("the blocked write is answered before the lock frees");
+
+    // Assert: refused after the lock timeout, nothing written, the key free.
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    blocker.rollback().await.expect("rollback");
+    let retried = app
+        .patch(
+            "/api/company/settings",
+            &co.token,
+            "blocked",
+            &json!({"display_name": "Blocked"}),
+        )
+        .await;
+    assert_eq!(retried.status, 201, "{:?}", retried.json());
+    assert_eq!(
+        retried.json()["version"],
+        json!(2),
+        "the refused write wrote nothing"
+    );
+}
+
+/// PostgreSQL, two nodes: while a key executes on node A, node B's duplicates that wait
+/// (`Prefer: wait`) share one poller of the store, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn duplicates_of_a_key_executing_on_another_node_share_one_poller() {
+    if crate::harness::postgres_url().is_none() {
+        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let a = TestApp::spawn(Backend::Postgres).await;
+    let b = TestApp::on_db(a.db.another_node(), Default::default()).await;
+    let co = a.create_company("Acme").await;
+    let hold = a.state.engine().hooks().arm("claimed", false);
+    let first = spawn_write(&a, &co, "busy", "Busy");
+    hold.reached().await;
+
+    // Act: 20 duplicates wait on node B for about a second, then A finishes.
+    let dupes: Vec<_> = (0..20)
+        .map(|_| {
+            let request = b
+                .client
+                .post(b.url("/api/customers"))
+                .bearer_auth(&co.token)
+                .header("idempotency-key", "busy")
+                .header("prefer", "wait=10")
+                .json(&json!({"name": "Busy"}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    hold.release();
+    assert_eq!(first.await.expect("task").expect("answered"), 201);
+    for d in dupes {
+        assert_eq!(d.await.expect("task").expect("answered"), 200);
+    }
+
+    // Assert: one poller's worth of store reads on B (about 10 in 1.2 s with backoff).
+    let reads = b.state.engine().hooks().times_reached("claim");
+    assert!(
+        reads <= 20,
+        "node B read the store {reads} times for 20 waiting duplicates"
+    );
+}
