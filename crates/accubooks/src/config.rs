@@ -51,6 +51,26 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::cli::report::ReportCommand,
     },
+    /// Companies, through the running server's admin API.
+    Companies {
+        /// The server.
+        #[command(flatten)]
+        server: crate::cli::tenants::ServerArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::tenants::CompaniesCommand,
+    },
+    /// API tokens, through the running server's admin API.
+    Tokens {
+        /// The server.
+        #[command(flatten)]
+        server: crate::cli::tenants::ServerArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::tenants::TokensCommand,
+    },
+    /// Load test a running server and check that no key executed twice.
+    Load(crate::cli::load::LoadArgs),
     /// The API's contract.
     Contract {
         /// What to do.

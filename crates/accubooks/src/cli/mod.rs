@@ -9,10 +9,13 @@ use crate::app::{self, Application};
 use crate::config::{Cli, Command, ContractCommand, DbArgs, LogFormat};
 
 pub mod audit;
+pub mod client;
 pub mod contract;
 pub mod keys;
+pub mod load;
 pub mod output;
 pub mod report;
+pub mod tenants;
 
 use output::{fail, Report};
 
@@ -127,6 +130,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(db) => report::run(&db, command, json).await,
             Err(code) => code,
         },
+        Command::Companies { server, command } => tenants::companies(&server, command, json).await,
+        Command::Tokens { server, command } => tenants::tokens(&server, command, json).await,
+        Command::Load(args) => load::run(args, json).await,
         Command::Contract {
             command: ContractCommand::Verify { contract: doc },
         } => contract::verify(&doc, json),

@@ -398,4 +398,65 @@ backend_tests!(
     audit_verify_finds_a_planted_duplicate_and_a_planted_orphan,
     keys_release_refuses_a_live_executor_and_frees_a_silent_one,
     report_weekly_passes_a_healthy_week_and_fails_a_bad_one,
+    load_all_operations_with_duplicates_executes_every_key_once,
 );
+
+async fn load_all_operations_with_duplicates_executes_every_key_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let out = tokio::task::spawn_blocking({
+        let url = app.base.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+                .args([
+                    "--json",
+                    "load",
+                    "--url",
+                    &url,
+                    "--operation",
+                    "all",
+                    "--requests",
+                    "330",
+                    "--concurrency",
+                    "20",
+                    "--tenants",
+                    "3",
+                    "--duplicate-ratio",
+                    "0.3",
+                ])
+                .env("ACCUBOOKS_ADMIN_TOKEN", crate::harness::OPERATOR)
+                .output()
+                .expect("load runs")
+        }
+    })
+    .await
+    .expect("load task");
+    expect_exit(&out, 0);
+    let report = json_of(&out);
+    assert_eq!(report["requests"], json!(330));
+    assert_eq!(report["findings"], json!([]));
+    assert!(
+        report["keys"].as_u64().is_some_and(|k| k < 330),
+        "duplicates were sent"
+    );
+    // Every key ran once: one `new` audit row per key of the run.
+    let news: i64 = idem::on_db!(&app.state.db, |c| sqlx::query_scalar(
+        "select count(*) from idempotent_write_audit_log where status = 'new' \
+         and idempotency_key like 'load-%' and idempotency_key not like 'load-setup-%'"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("count");
+    assert_eq!(Some(news as u64), report["keys"].as_u64());
+}
+
+#[test]
+fn load_refuses_an_unknown_operation_listing_the_valid_ones() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+        .args(["load", "--operation", "payEveryone"])
+        .env("ACCUBOOKS_ADMIN_TOKEN", "x")
+        .output()
+        .expect("runs");
+    expect_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid: all, createCustomer"));
+}
+
