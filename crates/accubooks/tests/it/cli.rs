@@ -399,6 +399,7 @@ backend_tests!(
     keys_release_refuses_a_live_executor_and_frees_a_silent_one,
     report_weekly_passes_a_healthy_week_and_fails_a_bad_one,
     load_all_operations_with_duplicates_executes_every_key_once,
+    smoke_passes_on_a_healthy_server_and_a_wrong_token_is_exit_two,
 );
 
 async fn load_all_operations_with_duplicates_executes_every_key_once(backend: Backend) {
@@ -460,3 +461,27 @@ fn load_refuses_an_unknown_operation_listing_the_valid_ones() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid: all, createCustomer"));
 }
 
+async fn smoke_passes_on_a_healthy_server_and_a_wrong_token_is_exit_two(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.base.clone();
+    let (ok, wrong) = tokio::task::spawn_blocking(move || {
+        let run = |token: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+                .args(["--json", "smoke", "--url", &url])
+                .env("ACCUBOOKS_ADMIN_TOKEN", token)
+                .output()
+                .expect("smoke runs")
+        };
+        (run(crate::harness::OPERATOR), run("acbop_not-the-token"))
+    })
+    .await
+    .expect("smoke task");
+    expect_exit(&ok, 0);
+    let report = json_of(&ok);
+    assert_eq!(report["findings"], json!(0), "{report}");
+    assert!(report["checks"].as_array().is_some_and(|c| c.len() >= 15));
+    expect_exit(&wrong, 2);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
