@@ -192,6 +192,46 @@ impl Metrics {
     }
 }
 
+/// The error types of API.md whose series exist from start-up (see
+/// [`Metrics::init_operation`]).
+pub const ERROR_TYPES: [&str; 7] = [
+    "mismatch",
+    "in_flight",
+    "missing_key",
+    "invalid_key",
+    "validation",
+    "business_rule",
+    "internal",
+];
+
+impl Metrics {
+    /// Creates the zero series of one operation's counters, so that the first failure
+    /// of a kind after start-up is an increase Prometheus can see (`increase()` of a
+    /// series that appears at 1 is 0) and the rate ratios are defined from the start.
+    pub fn init_operation(&self, operation: &'static str, kind: &'static str) {
+        for status in ["new", "replayed", "failed"] {
+            let _ = self.writes.get_or_create(&[
+                ("operation", operation),
+                ("type", kind),
+                ("status", status),
+            ]);
+        }
+        for error_type in ERROR_TYPES {
+            let _ = self.failed.get_or_create(&[
+                ("operation", operation),
+                ("type", kind),
+                ("error_type", error_type),
+            ]);
+        }
+        let _ = self
+            .replayed
+            .get_or_create(&[("operation", operation), ("type", kind)]);
+        let _ = self
+            .workflows_triggered
+            .get_or_create(&[("operation", operation), ("type", kind)]);
+    }
+}
+
 /// One row of `idempotent_write_audit_log`.
 #[derive(Debug, Clone)]
 pub struct AuditRow {
