@@ -779,7 +779,10 @@ impl Engine {
             Err(WriteError::Mismatch) => (
                 "failed",
                 Some("mismatch"),
-                Some("idempotency key reused with another request".to_owned()),
+                Some(
+                    "idempotency key mismatch: the key was reused with a different request"
+                        .to_owned(),
+                ),
             ),
             Err(WriteError::Operation(e)) => {
                 ("failed", Some(e.error_type()), Some(e.audit_message()))
