@@ -13,4 +13,5 @@ mod financial;
 mod input;
 mod openapi;
 mod processes;
+mod prometheus;
 mod startup;
