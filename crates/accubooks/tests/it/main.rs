@@ -14,4 +14,5 @@ mod input;
 mod openapi;
 mod processes;
 mod prometheus;
+mod seed_sql;
 mod startup;
