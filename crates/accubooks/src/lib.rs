@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod exposition;
 pub mod health;
 pub mod jobs;
 pub mod money;
