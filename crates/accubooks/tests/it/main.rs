@@ -16,3 +16,4 @@ mod processes;
 mod prometheus;
 mod seed_sql;
 mod startup;
+mod telemetry;

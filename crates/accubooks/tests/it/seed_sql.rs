@@ -667,9 +667,9 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
     let r = |name: &str| results.get(name).cloned().unwrap_or_default();
 
     // Audit rows of the mix: 4 new (customer, invoice, finalization, payment),
-    // 3 replayed (2 customer, 1 payment), 2 failed (mismatch, validation). The request
-    // without a key is refused before the engine and has no audit row.
-    let (total, replayed, failed) = (9.0, 3.0, 2.0);
+    // 3 replayed (2 customer, 1 payment), 3 failed (mismatch, validation, and the
+    // request without a key, refused before the engine: its row has no key and no id).
+    let (total, replayed, failed) = (10.0, 3.0, 3.0);
 
     // 000
     let trace = r("trace: audit rows of a key");
@@ -695,11 +695,11 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
     let high = r("high replay rate operations");
     let mut high = pairs(&high, "operation_name", "replay_rate_pct");
     high.sort_by(|a, b| a.0.cmp(&b.0));
-    // createCustomer: 2 replays of 5 rows; createPayment: 1 of 2.
+    // createCustomer: 2 replays of 6 rows; createPayment: 1 of 2.
     assert_eq!(
         high,
         [
-            ("createCustomer".into(), 40.0),
+            ("createCustomer".into(), 33.33),
             ("createPayment".into(), 50.0)
         ]
     );
@@ -729,7 +729,7 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
         weekly[..2],
         [
             ("createPayment".into(), 50.0),
-            ("createCustomer".into(), 40.0)
+            ("createCustomer".into(), 33.33)
         ]
     );
     let mut analysis = pairs(
@@ -738,7 +738,7 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
         "failure_count",
     );
     analysis.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(analysis.len(), 2, "{analysis:?}");
+    assert_eq!(analysis.len(), 3, "{analysis:?}");
     assert!(
         analysis.iter().any(|(m, _)| m.contains("mismatch")),
         "{analysis:?}"
@@ -748,7 +748,7 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
 
     // 003
     assert_eq!(r("staging replay rate analysis").len(), 4);
-    assert_eq!(r("staging failure analysis").len(), 2);
+    assert_eq!(r("staging failure analysis").len(), 3);
     assert_eq!(r("operations for a company").len() as f64, total);
     assert_eq!(
         r("trace by idempotency key").len(),
@@ -756,7 +756,7 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
         "new, 2 replays, mismatch"
     );
     assert!(r("slow operations (2 s, 24 h)").is_empty());
-    assert_eq!(r("high failure rate response").len(), 2);
+    assert_eq!(r("high failure rate response").len(), 3);
     let collisions = r("key collision response");
     assert_eq!(collisions.len(), 1, "{collisions:#?}");
     assert_eq!(collisions[0]["idempotency_key"], "client-key");
@@ -785,7 +785,7 @@ async fn every_seed_query_runs_on_postgresql_with_the_expected_figures() {
         figures,
         [
             ("financial".into(), 4.0, 3.0, 1.0, 0.0),
-            ("high-risk".into(), 5.0, 1.0, 2.0, 2.0)
+            ("high-risk".into(), 6.0, 1.0, 2.0, 3.0)
         ]
     );
     assert!(summary
