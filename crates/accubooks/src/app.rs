@@ -229,6 +229,7 @@ impl Application {
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
+            tokio::spawn(jobs::partitions_loop(state.clone(), shutdown.clone())),
         ];
         Ok(Self {
             listener,

@@ -14,6 +14,7 @@ mod input;
 mod openapi;
 mod processes;
 mod prometheus;
+mod retention;
 mod seed_sql;
 mod startup;
 mod telemetry;

@@ -1,0 +1,94 @@
+//! Audit partitions ahead of time (PostgreSQL): a clock walked across fourteen month
+//! boundaries (a year end included), with the daily job run just before each, never
+//! routes a row to the default partition; two nodes running the job at once is safe; a
+//! month nobody prepared is reported.
+
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use idem::retention::{ensure_audit_partitions, PartitionOutcome};
+use idem::Ts;
+
+use crate::harness::{Backend, TestApp};
+
+fn month_start(year: i32, month0: i32) -> DateTime<Utc> {
+    let (y, m) = (year + month0.div_euclid(12), month0.rem_euclid(12) + 1);
+    Utc.with_ymd_and_hms(y, m as u32, 1, 0, 0, 0)
+        .single()
+        .expect("a month start")
+}
+
+async fn insert_audit_row(app: &TestApp, at: DateTime<Utc>) {
+    let idem::Db::Postgres(pool) = &app.state.db else {
+        unreachable!("PostgreSQL only")
+    };
+    sqlx::query(
+        "insert into idempotent_write_audit_log (id, operation_name, operation_type, \
+         company_id, status, execution_duration_ms, timestamp) \
+         values (gen_random_uuid(), 'createCustomer', 'high-risk', 'c', 'new', 1.0, $1)",
+    )
+    .bind(at)
+    .execute(pool)
+    .await
+    .expect("insert an audit row");
+}
+
+async fn default_rows(app: &TestApp) -> i64 {
+    app.count("idempotent_write_audit_log_default").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn month_boundaries_never_route_audit_rows_to_the_default_partition() {
+    if crate::harness::postgres_url().is_none() {
+        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = &app.state.db;
+    let now = Utc::now();
+    let (year, month0) = (now.year(), now.month0() as i32);
+
+    for i in 1..=14 {
+        let boundary = month_start(year, month0 + i);
+        // The daily job's last run before the boundary, on two nodes at once.
+        let before = Ts::from_chrono(boundary - Duration::seconds(1));
+        let (a, b) = tokio::join!(
+            ensure_audit_partitions(db, 3, before),
+            ensure_audit_partitions(db, 3, before)
+        );
+        for outcome in [a, b] {
+            match outcome.expect("the job runs") {
+                PartitionOutcome::Ensured { default_rows, .. } => assert_eq!(default_rows, 0),
+                PartitionOutcome::Skipped => {}
+                PartitionOutcome::NotPartitioned => panic!("PostgreSQL is partitioned"),
+            }
+        }
+        // Rows on both sides of the boundary, and late in the month after it.
+        for at in [
+            boundary - Duration::microseconds(1),
+            boundary,
+            boundary + Duration::days(27) + Duration::hours(23),
+        ] {
+            insert_audit_row(&app, at).await;
+        }
+        assert_eq!(
+            default_rows(&app).await,
+            0,
+            "month {i}: a row in the default partition"
+        );
+    }
+    assert_eq!(app.count("idempotent_write_audit_log").await, 14 * 3);
+
+    // A month nobody prepared (far beyond the months kept ahead) lands in the default
+    // partition, and the next run reports it instead of failing.
+    let far = month_start(year + 5, month0);
+    insert_audit_row(&app, far).await;
+    assert_eq!(default_rows(&app).await, 1);
+    match ensure_audit_partitions(db, 3, Ts::from_chrono(far))
+        .await
+        .expect("the job runs")
+    {
+        PartitionOutcome::Ensured { default_rows, .. } => assert_eq!(default_rows, 1),
+        other => panic!("{other:?}"),
+    }
+    app.stop().await;
+}
