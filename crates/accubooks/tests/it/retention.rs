@@ -92,3 +92,55 @@ async fn month_boundaries_never_route_audit_rows_to_the_default_partition() {
     }
     app.stop().await;
 }
+
+mod hygiene {
+    //! The key-table figures behind the gauges and the health page, on both stores.
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::backend_tests;
+    use crate::harness::{Backend, Options, TestApp};
+
+    async fn key_stats_count_expired_records_until_the_prune(backend: Backend) {
+        let app = TestApp::spawn_with(
+            backend,
+            Options {
+                lease: Duration::from_millis(500),
+                key_ttl: Duration::from_secs(1),
+                ..Options::default()
+            },
+        )
+        .await;
+        let co = app.create_company("Acme").await;
+        for k in ["h-1", "h-2", "h-3"] {
+            let r = app
+                .post("/api/customers", &co.token, k, &json!({"name": "Ada"}))
+                .await;
+            assert_eq!(r.status, 201, "{:?}", r.json());
+        }
+        let stats = accubooks::jobs::refresh_stats(&app.state)
+            .await
+            .expect("stats");
+        assert_eq!((stats.total_keys, stats.expired_pending), (3, 0));
+        assert_eq!(stats.pending_requests, 0);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let stats = accubooks::jobs::refresh_stats(&app.state)
+            .await
+            .expect("stats");
+        assert_eq!((stats.total_keys, stats.expired_pending), (3, 3));
+        assert!(stats.oldest_expired_age_hours > 0.0 && stats.oldest_expired_age_hours < 0.01);
+        accubooks::jobs::prune_once(&app.state)
+            .await
+            .expect("prune");
+        let stats = accubooks::jobs::refresh_stats(&app.state)
+            .await
+            .expect("stats");
+        assert_eq!((stats.total_keys, stats.expired_pending), (0, 0));
+        assert_eq!(stats.oldest_expired_age_hours, 0.0);
+        app.stop().await;
+    }
+
+    backend_tests!(key_stats_count_expired_records_until_the_prune);
+}
