@@ -4,7 +4,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, Application};
-use crate::config::{Cli, Command, LogFormat};
+use crate::config::{AuditCommand, Cli, Command, LogFormat};
 
 /// Sets up logging (JSON lines, or pretty for people). `RUST_LOG` filters.
 pub fn init_logging(format: LogFormat) {
@@ -63,6 +63,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
             app::migrate(&pool).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Archive(args)) => {
+            init_logging(LogFormat::Pretty);
+            let pool =
+                idem::Db::connect(&args.db.database_url, &idem::db::ConnectOptions::default())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "failed to connect to {}",
+                            app::redact(&args.db.database_url)
+                        )
+                    })?;
+            let older_than =
+                chrono::Duration::from_std(args.older_than).context("--older-than is too large")?;
+            let cutoff = chrono::Utc::now() - older_than;
+            let done = crate::archive::archive(&pool, cutoff, &args.out, None).await?;
+            for m in &done {
+                println!(
+                    "{}: {} rows → {} (sha256 {})",
+                    m.partition, m.rows, m.file, m.sha256
+                );
+            }
+            println!("{} month(s) archived", done.len());
             Ok(())
         }
     }

@@ -21,6 +21,32 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DbArgs),
+    /// Audit log maintenance.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `accubooks audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Move whole months older than `--older-than` out of the audit log (PostgreSQL):
+    /// detach, write gzip JSON lines + manifest to `--out`, verify, drop. Safe to
+    /// interrupt and re-run.
+    Archive(ArchiveArgs),
+}
+
+/// `accubooks audit archive`.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveArgs {
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Archive months that ended at least this long ago.
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    pub older_than: Duration,
+    /// Directory for the files and manifests.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 /// Where the database is.

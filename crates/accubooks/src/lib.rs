@@ -2,6 +2,7 @@
 //! exactly-once, built on the `idem` framework.
 
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -93,6 +93,118 @@ async fn month_boundaries_never_route_audit_rows_to_the_default_partition() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn archive_interrupted_after_each_step_loses_nothing_and_completes_on_rerun() {
+    use std::io::BufRead;
+
+    use accubooks::archive::{archive, Manifest, Step};
+
+    if crate::harness::postgres_url().is_none() {
+        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = &app.state.db;
+    let now = Utc::now();
+    let (year, month0) = (now.year(), now.month0() as i32);
+    // Three months older than 90 days, with 5, 6 and 7 rows.
+    let months: Vec<(DateTime<Utc>, i64)> = (0..3)
+        .map(|i| (month_start(year, month0 - 8 + i), 5 + i64::from(i)))
+        .collect();
+    for (start, rows) in &months {
+        ensure_audit_partitions(db, 0, Ts::from_chrono(*start))
+            .await
+            .expect("partition");
+        for k in 0..*rows {
+            insert_audit_row(&app, *start + Duration::hours(k)).await;
+        }
+    }
+    // A recent row, which stays.
+    insert_audit_row(&app, now).await;
+    let name =
+        |start: &DateTime<Utc>| format!("idempotent_write_audit_log_{}", start.format("%Y_%m"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cutoff = now - Duration::days(90);
+    let idem::Db::Postgres(pool) = &app.state.db else {
+        unreachable!("PostgreSQL only")
+    };
+    let pool = pool.clone();
+    let exists = |table: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("select to_regclass($1) is not null")
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .expect("to_regclass")
+        }
+    };
+
+    // Interrupted after the detach: the months left the log, their rows did not.
+    let done = archive(db, cutoff, dir.path(), Some(Step::Detached))
+        .await
+        .expect("archive");
+    assert!(done.is_empty());
+    assert_eq!(app.count("idempotent_write_audit_log").await, 1);
+    for (start, rows) in &months {
+        assert_eq!(app.count(&name(start)).await, *rows);
+    }
+    // A crash in the middle of writing left a partial temporary file.
+    std::fs::write(
+        dir.path()
+            .join(format!("{}.jsonl.gz.tmp", name(&months[0].0))),
+        b"partial",
+    )
+    .expect("write");
+    // Interrupted after writing, then after verifying.
+    for step in [Step::Written, Step::Verified] {
+        let done = archive(db, cutoff, dir.path(), Some(step))
+            .await
+            .expect("archive");
+        assert!(done.is_empty());
+        for (start, rows) in &months {
+            assert_eq!(app.count(&name(start)).await, *rows, "{step:?}");
+        }
+    }
+    // The re-run completes.
+    let done = archive(db, cutoff, dir.path(), None)
+        .await
+        .expect("archive");
+    assert_eq!(done.len(), 3);
+    for (start, rows) in &months {
+        assert!(!exists(name(start)).await, "{} dropped", name(start));
+        let manifest: Manifest = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("{}.manifest.json", name(start))))
+                .expect("manifest"),
+        )
+        .expect("manifest json");
+        assert_eq!(manifest.rows, *rows);
+        let file = std::fs::File::open(dir.path().join(&manifest.file)).expect("file");
+        let lines: Vec<serde_json::Value> =
+            std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+                .lines()
+                .map(|l| serde_json::from_str(&l.expect("line")).expect("json"))
+                .collect();
+        assert_eq!(lines.len() as i64, *rows);
+        assert!(lines
+            .iter()
+            .all(|l| l["operation_name"] == "createCustomer"));
+    }
+    // The archive is audited, once per month; the recent row stays; a re-run is a no-op.
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from idempotent_write_audit_log where operation_name = 'archiveAuditLog'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(audited, 3);
+    assert_eq!(app.count("idempotent_write_audit_log").await, 1 + 3);
+    let again = archive(db, cutoff, dir.path(), None).await.expect("re-run");
+    assert!(again.is_empty());
+    app.stop().await;
+}
+
 mod hygiene {
     //! The key-table figures behind the gauges and the health page, on both stores.
 
