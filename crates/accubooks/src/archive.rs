@@ -11,6 +11,10 @@
 //!    as the manifest and the table say;
 //! 4. drop the table and insert the archive's own audit row, in one transaction.
 //!
+//! On SQLite (one unpartitioned table) the same command works over time ranges: each
+//! whole month before the cutoff is written and verified the same way, then its rows are
+//! deleted (through the log's archive unlock) together with the archive's audit row.
+//!
 //! Invariants: every step is safe to interrupt and to repeat; a re-run finds detached
 //! months by name and resumes at the first step not done, so nothing is lost and nothing
 //! is written twice. One archive runs at a time (an advisory lock). The append-only
@@ -31,7 +35,7 @@ const ARCHIVE_LOCK: i64 = 0x1de3_9a10;
 /// A step of archiving one month (a test may stop after any of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The partition is detached.
+    /// The partition is detached (SQLite: nothing to detach; stops before writing).
     Detached,
     /// The file and its manifest are written.
     Written,
@@ -76,9 +80,6 @@ pub enum ArchiveError {
     /// Another archive holds the lock.
     #[error("another audit archive is running")]
     Busy,
-    /// SQLite's audit table is not partitioned.
-    #[error("audit archive needs PostgreSQL (the SQLite audit table is not partitioned)")]
-    NotPartitioned,
 }
 
 /// `idempotent_write_audit_log_YYYY_MM` → the month's first instant.
@@ -136,10 +137,11 @@ pub async fn archive(
     dir: &Path,
     stop_after: Option<Step>,
 ) -> Result<Vec<Manifest>, ArchiveError> {
-    let idem::Db::Postgres(pool) = db else {
-        return Err(ArchiveError::NotPartitioned);
-    };
     std::fs::create_dir_all(dir)?;
+    let pool = match db {
+        idem::Db::Postgres(pool) => pool,
+        idem::Db::Sqlite { .. } => return archive_sqlite(db, cutoff, dir, stop_after).await,
+    };
     let mut lock = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(ARCHIVE_LOCK)
@@ -323,4 +325,203 @@ async fn export(pool: &PgPool, partition: &str, file: &Path) -> Result<i64, Arch
     std::fs::rename(&tmp, file)?;
     sync_dir(file)?;
     Ok(n)
+}
+
+/// SQLite columns, as one JSON object per row (the PostgreSQL file's shape).
+const SQLITE_ROW_JSON: &str = "json_object('id', id, 'operation_name', operation_name, \
+     'operation_type', operation_type, 'deterministic_id', deterministic_id, \
+     'company_id', company_id, 'user_id', user_id, 'status', status, \
+     'execution_duration_ms', execution_duration_ms, \
+     'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', timestamp / 1000000.0, 'unixepoch'), \
+     'timestamp_micros', timestamp, 'request_id', request_id, \
+     'idempotency_key', idempotency_key, 'route_path', route_path, \
+     'http_method', http_method, 'workflows_triggered', workflows_triggered, \
+     'side_effects_executed', side_effects_executed != 0, 'error_message', error_message, \
+     'metadata', json(metadata))";
+
+async fn archive_sqlite(
+    db: &idem::Db,
+    cutoff: DateTime<Utc>,
+    dir: &Path,
+    stop_after: Option<Step>,
+) -> Result<Vec<Manifest>, ArchiveError> {
+    let idem::Db::Sqlite { pool, .. } = db else {
+        return Ok(Vec::new());
+    };
+    let micros = |t: DateTime<Utc>| idem::Ts::from_chrono(t).micros();
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "select min(timestamp) from idempotent_write_audit_log \
+         where operation_name != 'archiveAuditLog'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(oldest) = oldest else {
+        return Ok(Vec::new());
+    };
+    let oldest = idem::Ts::from_micros(oldest).to_chrono();
+    let mut from = Utc
+        .with_ymd_and_hms(oldest.year(), oldest.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(oldest);
+    let mut done = Vec::new();
+    while next_month(from) <= cutoff {
+        let to = next_month(from);
+        let partition = format!("idempotent_write_audit_log_{}", from.format("%Y_%m"));
+        let range = (micros(from), micros(to));
+        let in_table: i64 = sqlx::query_scalar(
+            "select count(*) from idempotent_write_audit_log \
+             where timestamp >= $1 and timestamp < $2 and operation_name != 'archiveAuditLog'",
+        )
+        .bind(range.0)
+        .bind(range.1)
+        .fetch_one(pool)
+        .await?;
+        if in_table > 0 {
+            if let Some(m) =
+                archive_sqlite_month(db, &partition, from, to, range, in_table, dir, stop_after)
+                    .await?
+            {
+                done.push(m);
+            }
+        }
+        from = to;
+    }
+    Ok(done)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn archive_sqlite_month(
+    db: &idem::Db,
+    partition: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    range: (i64, i64),
+    in_table: i64,
+    dir: &Path,
+    stop_after: Option<Step>,
+) -> Result<Option<Manifest>, ArchiveError> {
+    let idem::Db::Sqlite { pool, .. } = db else {
+        return Ok(None);
+    };
+    // Nothing to detach on SQLite.
+    if stop_after == Some(Step::Detached) {
+        return Ok(None);
+    }
+    let file_name = format!("{partition}.jsonl.gz");
+    let file = dir.join(&file_name);
+    let manifest_path = dir.join(format!("{partition}.manifest.json"));
+    let fail = |reason: String| ArchiveError::Verify {
+        partition: partition.to_owned(),
+        reason,
+    };
+    // Write (unless a complete file and manifest exist).
+    let manifest = match std::fs::read(&manifest_path) {
+        Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes)
+            .map_err(|e| fail(format!("unreadable manifest: {e}")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp: PathBuf = file.with_extension("gz.tmp");
+            let mut gz = flate2::write::GzEncoder::new(
+                std::io::BufWriter::new(std::fs::File::create(&tmp)?),
+                flate2::Compression::default(),
+            );
+            let sql = format!(
+                "select {SQLITE_ROW_JSON} from idempotent_write_audit_log \
+                 where timestamp >= $1 and timestamp < $2 and operation_name != 'archiveAuditLog' \
+                 order by timestamp, id"
+            );
+            let mut rows = sqlx::query_scalar::<_, String>(&sql)
+                .bind(range.0)
+                .bind(range.1)
+                .fetch(pool);
+            let mut n = 0i64;
+            while let Some(line) = rows.try_next().await? {
+                gz.write_all(line.as_bytes())?;
+                gz.write_all(b"\n")?;
+                n += 1;
+            }
+            drop(rows);
+            let out = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, &file)?;
+            sync_dir(&file)?;
+            let manifest = Manifest {
+                partition: partition.to_owned(),
+                from: from.to_rfc3339(),
+                to: to.to_rfc3339(),
+                rows: n,
+                file: file_name.clone(),
+                sha256: sha256_file(&file)?,
+            };
+            let json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+            write_durably(&manifest_path, &json)?;
+            manifest
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stop_after == Some(Step::Written) {
+        return Ok(None);
+    }
+    // Verify.
+    if sha256_file(&file)? != manifest.sha256 {
+        return Err(fail("the file's checksum differs from the manifest".into()));
+    }
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&file)?));
+    let mut lines = 0i64;
+    for line in reader.lines() {
+        serde_json::from_str::<serde_json::Value>(&line?)
+            .map_err(|e| fail(format!("line {}: {e}", lines + 1)))?;
+        lines += 1;
+    }
+    if lines != manifest.rows || in_table != manifest.rows {
+        return Err(fail(format!(
+            "manifest {} rows, file {lines}, table {in_table}",
+            manifest.rows
+        )));
+    }
+    if stop_after == Some(Step::Verified) {
+        return Ok(None);
+    }
+    // Delete the range and record the archive, in one transaction (the archive unlock
+    // row exists only inside it).
+    let _gate = db.write_gate().await;
+    let mut tx = pool.begin().await?;
+    sqlx::query("insert into idem_audit_archive_unlock (token) values (1)")
+        .execute(&mut *tx)
+        .await?;
+    let deleted = sqlx::query(
+        "delete from idempotent_write_audit_log \
+         where timestamp >= $1 and timestamp < $2 and operation_name != 'archiveAuditLog'",
+    )
+    .bind(range.0)
+    .bind(range.1)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if i64::try_from(deleted).ok() != Some(manifest.rows) {
+        tx.rollback().await?;
+        return Err(fail(format!(
+            "{deleted} rows to delete, manifest {}",
+            manifest.rows
+        )));
+    }
+    sqlx::query("delete from idem_audit_archive_unlock")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "insert into idempotent_write_audit_log (id, operation_name, operation_type, \
+         company_id, status, execution_duration_ms, timestamp, metadata) \
+         values ($1, 'archiveAuditLog', 'operator', 'operator', 'new', 0, $2, $3)",
+    )
+    .bind(idem::Id(uuid::Uuid::now_v7()))
+    .bind(idem::Ts::now())
+    .bind(serde_json::to_string(&manifest).map_err(std::io::Error::other)?)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        partition,
+        rows = manifest.rows,
+        "audit month archived and deleted"
+    );
+    Ok(Some(manifest))
 }
