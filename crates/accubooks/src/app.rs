@@ -55,6 +55,31 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One migration of either set, and whether the store has it.
+#[derive(Debug, Clone)]
+pub struct MigrationState {
+    /// Version.
+    pub version: i64,
+    /// What it does.
+    pub description: String,
+    /// Applied to this store.
+    pub applied: bool,
+}
+
+/// Every migration of idem and AccuBooks for this store, applied or pending.
+pub async fn migration_status(db: &Db) -> anyhow::Result<Vec<MigrationState>> {
+    let mut all = IDEM.listed(db).await?;
+    all.extend(APP_MIGRATIONS.listed(db).await?);
+    Ok(all
+        .into_iter()
+        .map(|(version, description, applied)| MigrationState {
+            version,
+            description,
+            applied,
+        })
+        .collect())
+}
+
 /// Versions not yet applied.
 pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
     let mut v = IDEM.pending(db).await?;
@@ -134,7 +159,7 @@ async fn request_deadline(deadline: Duration, req: Request, next: Next) -> Respo
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            "the request exceeded its deadline; nothing was written",
+            "the request exceeded its deadline; its outcome is unknown: retry with the same Idempotency-Key",
         )
         .retry_after(5)
         .into_response(),
@@ -165,8 +190,12 @@ impl Application {
         args.validate().map_err(anyhow::Error::msg)?;
         let connect = idem::db::ConnectOptions {
             pool_size: args.pool_size,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: STORE_WAIT,
             idle_in_transaction_timeout: Some(args.lease),
+            // A statement running past the lease would outlive its claim anyway.
+            statement_timeout: Some(args.lease),
+            lock_timeout: Some(STORE_WAIT),
+            create_if_missing: true,
         };
         let db = Db::connect(&args.db.database_url, &connect)
             .await
@@ -254,8 +283,9 @@ impl Application {
     }
 
     /// Serves until `signal` completes; then stops accepting, lets parked waiters go
-    /// (503), drains in-flight requests for up to 30 s, flushes the audit queue and
-    /// closes the pool.
+    /// (503), and within [`DRAIN`] of the signal, whatever the store does: drains
+    /// in-flight requests, waits for writes whose clients left, stops the jobs, flushes
+    /// the audit queue and closes the pool. What it has to abandon, it logs.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -277,22 +307,82 @@ impl Application {
         };
         let server =
             axum::serve(listener, router.into_make_service()).with_graceful_shutdown(graceful);
-        let drained = async {
+        let requests_drained = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(DRAIN - DRAIN_RESERVE).await;
         };
-        tokio::select! {
-            r = server => r.context("server failed")?,
-            () = drained => tracing::warn!("drain deadline (30s) passed; abandoning remaining requests"),
-        }
-        for t in tasks {
-            t.abort();
-        }
-        audit_stop.cancel();
-        audit_writer.finish().await;
-        state.db.close().await;
+        let outcome = tokio::select! {
+            r = server => r.context("server failed"),
+            () = requests_drained => {
+                tracing::warn!("drain deadline passed; abandoning the requests still open");
+                Ok(())
+            }
+        };
+        // The reserve bounds everything after the requests, whatever the store does.
+        let deadline = tokio::time::Instant::now() + DRAIN_RESERVE;
+        shutdown.cancel();
+        stop_background_work(&state, tasks, audit_writer, audit_stop, deadline).await;
+        outcome?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The contract's bound on waiting for the store: a connection, SQLite's writer slot,
+/// a row lock. Past it a request gets `503` with `Retry-After: 5`.
+const STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a graceful shutdown may take from the signal to the exit.
+pub const DRAIN: Duration = Duration::from_secs(30);
+/// The part of [`DRAIN`] kept for the work after the requests: detached writes, jobs,
+/// the audit flush and closing the pool.
+const DRAIN_RESERVE: Duration = Duration::from_secs(5);
+
+/// Lets detached writes and jobs finish, flushes the audit queue and closes the pool,
+/// each step bounded so that the whole ends by `deadline`.
+async fn stop_background_work(
+    state: &AppState,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    audit_writer: AuditWriter,
+    audit_stop: CancellationToken,
+    deadline: tokio::time::Instant,
+) {
+    let step = |share: u32| deadline - DRAIN_RESERVE * share / 5;
+    let engine = state.engine();
+    if tokio::time::timeout_at(step(3), engine.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = engine.executions_running(),
+            "writes still running at the drain deadline were abandoned; their keys free at their lease"
+        );
+    }
+    for task in tasks {
+        // Jobs return at their next cancellable sleep; their database work is detached.
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(step(2), task).await.is_err() {
+            abort.abort();
+        }
+    }
+    audit_stop.cancel();
+    if tokio::time::timeout_at(step(1), audit_writer.finish())
+        .await
+        .is_err()
+    {
+        let metrics = engine.metrics();
+        let lost = u64::try_from(metrics.audit_queue_depth.get()).unwrap_or(0);
+        metrics.audit_dropped.inc_by(lost);
+        tracing::error!(
+            rows = lost,
+            "audit rows still queued at the drain deadline were dropped"
+        );
+    }
+    if tokio::time::timeout_at(deadline, state.db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still in use at the drain deadline were abandoned");
     }
 }
 

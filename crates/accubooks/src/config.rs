@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "accubooks", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Print JSON instead of tables (operator commands).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -19,34 +22,55 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
-    /// Apply pending database migrations and exit.
-    Migrate(DbArgs),
-    /// Audit log maintenance.
-    #[command(subcommand)]
-    Audit(AuditCommand),
+    /// Apply pending database migrations and exit (`--status`: only list them).
+    Migrate(MigrateArgs),
+    /// The idempotency key table: health numbers, one record, the prune.
+    Keys {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::keys::KeysCommand,
+    },
+    /// The audit log: compliance checks, failures, replays.
+    Audit {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::audit::AuditCommand,
+    },
+    /// The API's contract.
+    Contract {
+        /// What to do.
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
 }
 
-/// `accubooks audit …`.
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Move whole months older than `--older-than` out of the audit log (PostgreSQL):
-    /// detach, write gzip JSON lines + manifest to `--out`, verify, drop. Safe to
-    /// interrupt and re-run.
-    Archive(ArchiveArgs),
-}
-
-/// `accubooks audit archive`.
+/// `accubooks migrate` options.
 #[derive(Debug, Clone, Args)]
-pub struct ArchiveArgs {
-    /// The database.
+pub struct MigrateArgs {
+    /// The store.
     #[command(flatten)]
     pub db: DbArgs,
-    /// Archive months that ended at least this long ago.
-    #[arg(long, default_value = "90d", value_parser = parse_duration)]
-    pub older_than: Duration,
-    /// Directory for the files and manifests.
+    /// List applied and pending migrations; apply nothing (exit 1 when some are pending).
     #[arg(long)]
-    pub out: std::path::PathBuf,
+    pub status: bool,
+}
+
+/// `accubooks contract …`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Check that the registry, the OpenAPI document and CONTRACT.md agree on every
+    /// operation (name, type, method, route).
+    Verify {
+        /// The contract document to check.
+        #[arg(long, default_value = "docs/CONTRACT.md")]
+        contract: std::path::PathBuf,
+    },
 }
 
 /// Where the database is.

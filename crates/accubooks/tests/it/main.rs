@@ -6,6 +6,8 @@
 mod harness;
 
 mod access;
+mod cancellation;
+mod cli;
 mod concurrency;
 mod contract;
 mod fencing;
