@@ -42,6 +42,15 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::cli::audit::AuditCommand,
     },
+    /// Reports from the audit log (the weekly KPI report).
+    Report {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// Which report.
+        #[command(subcommand)]
+        command: crate::cli::report::ReportCommand,
+    },
     /// The API's contract.
     Contract {
         /// What to do.

@@ -24,10 +24,23 @@ pub enum AuditCommand {
     Failures(Window),
     /// Replays per operation in a window, with the replay rate.
     Replays(Window),
+    /// Writes slower than a threshold in a window, slowest first.
+    Slow(SlowArgs),
     /// Move whole months that ended before `--older-than` out of the log: write each as
     /// gzip JSON lines with a manifest in `--out`, verify, then drop it (PostgreSQL
     /// partitions; SQLite time ranges). Safe to interrupt and re-run.
     Archive(ArchiveArgs),
+}
+
+/// `audit slow` options.
+#[derive(Debug, Args)]
+pub struct SlowArgs {
+    /// Show writes that took longer than this (`2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub over: Duration,
+    /// The window.
+    #[command(flatten)]
+    pub window: Window,
 }
 
 /// `audit archive`.
@@ -77,6 +90,16 @@ struct Failure {
 }
 
 #[derive(FromRow)]
+struct SlowWrite {
+    timestamp: Ts,
+    operation_name: String,
+    company_id: String,
+    status: String,
+    request_id: Option<String>,
+    duration_ms: f64,
+}
+
+#[derive(FromRow)]
 struct Replays {
     operation_name: String,
     total: i64,
@@ -89,6 +112,7 @@ pub async fn run(db: &Db, cmd: AuditCommand, json: bool) -> ExitCode {
         AuditCommand::Verify => verify(db).await,
         AuditCommand::Failures(w) => failures(db, &w).await,
         AuditCommand::Replays(w) => replays(db, &w).await,
+        AuditCommand::Slow(a) => slow(db, &a).await,
         AuditCommand::Archive(a) => return archive(db, &a, json).await,
     };
     match report {
@@ -281,6 +305,48 @@ async fn replays(db: &Db, w: &Window) -> Result<Report, sqlx::Error> {
             json!(total),
             json!(replayed),
             json!(rate),
+        ]);
+    }
+    Ok(r)
+}
+
+async fn slow(db: &Db, a: &SlowArgs) -> Result<Report, sqlx::Error> {
+    let since = Ts::now().minus(a.window.since);
+    let over_ms = a.over.as_secs_f64() * 1000.0;
+    let rows = on_db!(db, |c| sqlx::query_as::<_, SlowWrite>(
+        "select timestamp, operation_name, company_id, status, request_id, \
+                cast(execution_duration_ms as double precision) as duration_ms \
+         from idempotent_write_audit_log where timestamp >= $1 and execution_duration_ms > $2 \
+         order by execution_duration_ms desc limit $3"
+    )
+    .bind(since)
+    .bind(over_ms)
+    .bind(a.window.limit)
+    .fetch_all(c)
+    .await)?;
+    let mut r = Report::new(
+        format!(
+            "Writes over {}, last {}",
+            humantime::format_duration(a.over),
+            humantime::format_duration(a.window.since)
+        ),
+        &[
+            "timestamp",
+            "operation",
+            "company_id",
+            "status",
+            "request_id",
+            "duration_ms",
+        ],
+    );
+    for row in rows {
+        r.row(vec![
+            json!(row.timestamp.render()),
+            json!(row.operation_name),
+            json!(row.company_id),
+            json!(row.status),
+            json!(row.request_id),
+            json!(row.duration_ms),
         ]);
     }
     Ok(r)

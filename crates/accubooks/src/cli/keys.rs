@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use idem::{hygiene, on_db, store, Db, IdempotencyKey, Scope, Ts};
+use idem::{hygiene, on_db, on_tx, store, Db, IdempotencyKey, Scope, Ts};
 use serde_json::{json, Value};
 
 use super::output::{fail, Report};
@@ -22,6 +22,25 @@ pub enum KeysCommand {
     Show(ShowArgs),
     /// Deletes expired records now (the scheduled prune, run by hand).
     Prune(PruneArgs),
+    /// Frees a stuck in-flight key before its lease ends. Fenced: the claim is watched
+    /// for longer than a renewal interval first, and released only if no executor renewed
+    /// it; the release is audited.
+    Release(ReleaseArgs),
+}
+
+/// Which claim to release, and how long to watch it first.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The record.
+    #[command(flatten)]
+    pub record: ShowArgs,
+    /// How long to watch the claim for a renewal before releasing it: longer than the
+    /// server's renewal interval (a third of `--lease`; 10 s by default).
+    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    pub observe: std::time::Duration,
+    /// Confirms the release (without it nothing is changed).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Which record.
@@ -61,6 +80,7 @@ pub async fn run(db: &Db, cmd: KeysCommand, json: bool) -> ExitCode {
             }
         }
         KeysCommand::Prune(args) => prune(db, args.dry_run).await,
+        KeysCommand::Release(args) => return release(db, &args, json).await,
     };
     match report {
         Ok(r) => r.print(json),
@@ -176,4 +196,87 @@ async fn prune(db: &Db, dry_run: bool) -> Result<Report, sqlx::Error> {
     );
     r.row(vec![json!(verb), json!(deleted)]);
     Ok(r.with_json(json!({"dry_run": dry_run, "outcome": verb, "records": deleted})))
+}
+
+async fn release(db: &Db, args: &ReleaseArgs, json: bool) -> ExitCode {
+    if !args.yes {
+        return fail("releasing a claim lets the key execute again: add --yes to confirm");
+    }
+    let Some(operation) = super::registered_operation(&args.record.operation) else {
+        return fail(super::unknown_operation(&args.record.operation));
+    };
+    let Ok(key) = IdempotencyKey::parse(args.record.key.as_bytes()) else {
+        return fail("that is not a valid Idempotency-Key");
+    };
+    let scope = Scope::new(args.record.company.hyphenated().to_string(), operation, key);
+    match release_watched(db, &scope, args.observe).await {
+        Ok(Released::Done { fence }) => {
+            let mut r = Report::new("Release", &["outcome", "fence"]);
+            r.row(vec![json!("released"), json!(fence)]);
+            r.with_json(json!({"outcome": "released", "fence": fence}))
+                .print(json)
+        }
+        Ok(Released::Alive) => {
+            eprintln!("refused: the executor is alive (it renewed its lease); nothing released");
+            ExitCode::from(1)
+        }
+        Ok(Released::NotInFlight(state)) => fail(format!("the key is not in flight ({state})")),
+        Err(e) => fail(format!("the store refused the release: {e}")),
+    }
+}
+
+enum Released {
+    Done { fence: i64 },
+    Alive,
+    NotInFlight(&'static str),
+}
+
+async fn release_watched(
+    db: &Db,
+    scope: &Scope,
+    observe: std::time::Duration,
+) -> Result<Released, sqlx::Error> {
+    let Some(seen) = store::load(db, scope).await? else {
+        return Ok(Released::NotInFlight("no record"));
+    };
+    let (store::RecordState::InFlight, Some(lease)) = (seen.state, seen.lease_until) else {
+        return Ok(Released::NotInFlight("completed"));
+    };
+    tokio::time::sleep(observe).await;
+    let mut tx = db.begin().await?;
+    if !store::release_unchanged(&mut tx, scope, seen.fence, lease).await? {
+        tx.rollback().await?;
+        return Ok(Released::Alive);
+    }
+    let now = Ts::now();
+    on_tx!(&mut tx, |c| sqlx::query(
+        "insert into idempotent_write_audit_log (id, operation_name, operation_type, \
+         deterministic_id, company_id, status, execution_duration_ms, timestamp, \
+         idempotency_key, error_message) \
+         values ($1, $2, $3, $4, $5, 'failed', 0, $6, $7, $8)"
+    )
+    .bind(idem::Id(uuid::Uuid::now_v7()))
+    .bind(scope.operation)
+    .bind(operation_type(scope.operation))
+    .bind(scope.deterministic_id().to_string())
+    .bind(&scope.tenant)
+    .bind(now)
+    .bind(scope.key.as_str())
+    .bind(format!(
+        "in-flight claim (fence {}) released by an operator with `accubooks keys release`",
+        seen.fence
+    ))
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(Released::Done { fence: seen.fence })
+}
+
+fn operation_type(name: &str) -> &'static str {
+    crate::ops::registry()
+        .operations()
+        .iter()
+        .find(|d| d.name == name)
+        .map_or("high-risk", |d| d.kind.label())
 }

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod contract;
 pub mod keys;
 pub mod output;
+pub mod report;
 
 use output::{fail, Report};
 
@@ -120,6 +121,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Audit { db, command } => match connect(&db, false).await {
             Ok(db) => audit::run(&db, command, json).await,
+            Err(code) => code,
+        },
+        Command::Report { db, command } => match connect(&db, false).await {
+            Ok(db) => report::run(&db, command, json).await,
             Err(code) => code,
         },
         Command::Contract {
