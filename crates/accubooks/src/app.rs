@@ -223,6 +223,9 @@ impl Application {
         let audit_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
+        for def in ops::registry().operations() {
+            metrics.init_operation(def.name, def.kind.label());
+        }
         let http_metrics = HttpMetrics::register(&mut registry);
         let (audit, audit_writer) =
             AuditQueue::start(db.clone(), metrics.clone(), 65_536, audit_stop.clone());
@@ -255,6 +258,7 @@ impl Application {
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
+            tokio::spawn(jobs::partitions_loop(state.clone(), shutdown.clone())),
         ];
         Ok(Self {
             listener,

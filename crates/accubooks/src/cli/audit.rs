@@ -1,6 +1,6 @@
 //! `accubooks audit …`: the audit log read as an operator or an auditor would.
 //!
-//! Invariants: read-only; `audit verify` exits 1 on any finding and prints each one; the
+//! Invariants: read-only, except `audit archive` (see [`crate::archive`]); `audit verify` exits 1 on any finding and prints each one; the
 //! checks hold on both stores (ids are `uuid` on PostgreSQL and text on SQLite, so each
 //! comparison casts the record's id to text).
 
@@ -29,6 +29,10 @@ pub enum AuditCommand {
     /// One request end to end: its audit rows, the record it wrote, and the workflow
     /// instances that record triggered.
     Trace(TraceArgs),
+    /// Move whole months that ended before `--older-than` out of the log: write each as
+    /// gzip JSON lines with a manifest in `--out`, verify, then drop it (PostgreSQL
+    /// partitions; SQLite time ranges). Safe to interrupt and re-run.
+    Archive(ArchiveArgs),
 }
 
 /// Which request to trace: by key (with its company), by deterministic id, or by
@@ -60,6 +64,17 @@ pub struct SlowArgs {
     /// The window.
     #[command(flatten)]
     pub window: Window,
+}
+
+/// `audit archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Archive the months that ended at least this long ago.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+    /// Directory for the files and their manifests.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 /// A time window ending now.
@@ -138,10 +153,36 @@ pub async fn run(db: &Db, cmd: AuditCommand, json: bool) -> ExitCode {
         AuditCommand::Replays(w) => replays(db, &w).await,
         AuditCommand::Slow(a) => slow(db, &a).await,
         AuditCommand::Trace(a) => trace(db, &a).await,
+        AuditCommand::Archive(a) => return archive(db, &a, json).await,
     };
     match report {
         Ok(r) => r.print(json),
         Err(e) => fail(format!("the store refused the query: {e}")),
+    }
+}
+
+async fn archive(db: &Db, a: &ArchiveArgs, json: bool) -> ExitCode {
+    let Ok(older_than) = chrono::Duration::from_std(a.older_than) else {
+        return fail("--older-than is too large");
+    };
+    let cutoff = chrono::Utc::now() - older_than;
+    match crate::archive::archive(db, cutoff, &a.out, None).await {
+        Ok(months) => {
+            let mut r = Report::new(
+                "Audit months archived",
+                &["partition", "rows", "file", "sha256"],
+            );
+            for m in months {
+                r.row(vec![
+                    json!(m.partition),
+                    json!(m.rows),
+                    json!(m.file),
+                    json!(m.sha256),
+                ]);
+            }
+            r.print(json)
+        }
+        Err(e) => fail(format!("audit archive: {e}")),
     }
 }
 

@@ -15,4 +15,8 @@ mod financial;
 mod input;
 mod openapi;
 mod processes;
+mod prometheus;
+mod retention;
+mod seed_sql;
 mod startup;
+mod telemetry;
