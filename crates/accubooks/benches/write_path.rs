@@ -288,6 +288,7 @@ fn serve_args(url: &str) -> ServeArgs {
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
         webhook_allow_private: false,
+        limits: Default::default(),
     }
 }
 

@@ -195,8 +195,13 @@ impl Application {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let http_metrics = HttpMetrics::register(&mut registry);
-        let (audit, audit_writer) =
-            AuditQueue::start(db.clone(), metrics.clone(), 65_536, audit_stop.clone());
+        let (audit, audit_writer) = AuditQueue::start_bounded(
+            db.clone(),
+            metrics.clone(),
+            65_536,
+            usize::try_from(args.limits.audit_queue_bytes).unwrap_or(usize::MAX),
+            audit_stop.clone(),
+        );
         let engine = Engine::new(
             db.clone(),
             EngineConfig {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use accubooks::app::Application;
-use accubooks::config::{DbArgs, LogFormat, ServeArgs};
+use accubooks::config::{DbArgs, LimitArgs, LogFormat, ServeArgs};
 use accubooks::state::AppState;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -156,6 +156,7 @@ pub struct Options {
     pub key_ttl: Duration,
     pub max_wait: Duration,
     pub pool_size: Option<u32>,
+    pub limits: LimitArgs,
 }
 
 impl Default for Options {
@@ -165,6 +166,7 @@ impl Default for Options {
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             pool_size: Some(10),
+            limits: LimitArgs::default(),
         }
     }
 }
@@ -185,6 +187,7 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
         webhook_allow_private: false,
+        limits: o.limits.clone(),
     }
 }
 

@@ -10,6 +10,7 @@ mod concurrency;
 mod contract;
 mod fencing;
 mod financial;
+mod hardening;
 mod input;
 mod openapi;
 mod processes;
