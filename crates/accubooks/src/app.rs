@@ -16,6 +16,7 @@ use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
 use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, NoEmitter, Problem, Registry};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{operator_token_hash, AuthCache};
@@ -27,7 +28,7 @@ use crate::jobs::{self, JobHealth};
 use crate::openapi::{self, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
-use crate::{health, ops};
+use crate::{health, ops, serve};
 
 fn app_postgres() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations/postgres")
@@ -113,14 +114,24 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
     let document =
         OpenApiJson::build(&registry).context("failed to serialize the OpenAPI document")?;
     let deadline = state.config.lease + state.config.max_wait;
+    let body_timeout = state.config.limits.body_timeout;
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(state.config.limits.max_in_flight).unwrap_or(usize::MAX),
+    ));
     Ok(api
         .layer(Extension(document))
         .fallback(web::not_found)
         .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            serve::limit_in_flight(slots.clone(), req, next)
+        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             web::track_http,
         ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            serve::limit_body_time(body_timeout, req, next)
+        }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             request_deadline(deadline, req, next)
         }))
@@ -276,16 +287,17 @@ impl Application {
             tracing::info!("shutdown requested: draining in-flight requests");
             trigger.cancel();
         };
-        let server =
-            axum::serve(listener, router.into_make_service()).with_graceful_shutdown(graceful);
+        let signalled = tokio::spawn(graceful);
+        let server = serve::serve(listener, router, &state.config.limits, shutdown.clone());
         let drained = async {
             shutdown.cancelled().await;
             tokio::time::sleep(Duration::from_secs(30)).await;
         };
         tokio::select! {
-            r = server => r.context("server failed")?,
+            () = server => {}
             () = drained => tracing::warn!("drain deadline (30s) passed; abandoning remaining requests"),
         }
+        signalled.abort();
         for t in tasks {
             t.abort();
         }

@@ -12,6 +12,7 @@ mod fencing;
 mod financial;
 mod hardening;
 mod input;
+mod limits;
 mod openapi;
 mod processes;
 mod startup;
