@@ -67,7 +67,8 @@ pub struct ServeArgs {
     #[arg(long = "no-migrate", overrides_with = "migrate")]
     pub no_migrate: bool,
 
-    /// Operator token for /admin/ (overrides the stored one; only its hash is kept).
+    /// Operator token for /admin/ (overrides the stored one; only its hash is kept); at
+    /// least 32 visible ASCII characters, 10 of them distinct.
     #[arg(long, env = "ACCUBOOKS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -167,6 +168,15 @@ impl ServeArgs {
                 "--key-ttl ({}) must exceed --lease ({}): a record must outlive its claim",
                 humantime::format_duration(self.key_ttl),
                 humantime::format_duration(self.lease)
+            ));
+        }
+        if let Some(why) = self
+            .admin_token
+            .as_deref()
+            .and_then(crate::auth::operator_token_weakness)
+        {
+            return Err(format!(
+                "--admin-token (ACCUBOOKS_ADMIN_TOKEN) is too weak: {why}. Use at least 32 random visible ASCII characters (for example the output of `openssl rand -base64 32`), or leave it unset to have a strong one generated and stored"
             ));
         }
         if let Err(e) = crate::jobs::parse_schedule(&self.prune_schedule) {

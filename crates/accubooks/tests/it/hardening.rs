@@ -1,10 +1,12 @@
 //! Hostile clients against shared state: bounded metric labels, audit rows that cannot
-//! poison their batch, bounded audit memory.
+//! poison their batch, bounded audit memory, token shapes checked before the database,
+//! operator token strength, the company row lock and the audit log's archive switch.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use accubooks::app::Application;
 use idem::telemetry::{AuditQueue, AuditRow, Metrics};
 use idem::Ts;
 use reqwest::Method;
@@ -12,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp, TestDb};
+use crate::harness::{serve_args, Backend, Options, TestApp, TestDb};
 
 /// Item 1: request-chosen methods never become label values.
 async fn random_methods_leave_the_metrics_bounded(backend: Backend) {
@@ -208,9 +210,135 @@ async fn the_audit_queue_is_bounded_by_bytes() {
     assert_eq!(metrics.audit_queue_bytes.get(), 0);
 }
 
+/// Item 9 (part): a token of the wrong shape is refused before any database lookup.
+async fn malformed_tokens_are_refused_without_a_database_lookup(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("A").await;
+    let well_formed_unknown = format!("acb_{}", "A".repeat(43));
+    assert_eq!(well_formed_unknown.len(), co.token.len());
+    app.state.db.close().await;
+    for bad in [
+        "acb_short",
+        &format!("{}x", co.token),
+        &format!("acb_{}", "é".repeat(21)),
+        &format!("acb_{}+", "A".repeat(42)),
+    ] {
+        let r = app.get("/api/customers", bad).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "unauthenticated"),
+            "{bad}"
+        );
+    }
+    let r = app.get("/api/customers", &well_formed_unknown).await;
+    assert_eq!(r.status, 503, "a well-formed token does reach the database");
+}
+
+/// Item 11: weak operator tokens stop the start with a message saying what to change.
+async fn a_weak_operator_token_is_refused_at_start(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    for weak in [
+        "secret".to_owned(),
+        "a".repeat(40),
+        "abababababababababababababababababab".to_owned(),
+        format!("{} with spaces", "x".repeat(32)),
+    ] {
+        let mut args = serve_args(&db.url, &Options::default());
+        args.admin_token = Some(weak.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let err = Application::build_on(args, listener)
+            .await
+            .err()
+            .expect("start refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("--admin-token") && text.contains("ACCUBOOKS_ADMIN_TOKEN"),
+            "{weak}: {text}"
+        );
+    }
+}
+
+/// Item 11: membership and payroll decisions lock the company row without blocking
+/// inserts that reference it (`FOR NO KEY UPDATE`, not `FOR UPDATE`).
+async fn a_company_lock_does_not_block_inserts_referencing_the_company(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("A").await;
+    let hold = app.state.engine().hooks().arm("before_complete", false);
+    let grant = {
+        let client = app.client.clone();
+        let url = app.url("/api/company/members");
+        let token = co.token.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("idempotency-key", "grant")
+                .json(&json!({"email": "b@example.com", "role": "viewer"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), hold.reached())
+        .await
+        .expect("the grant holds the company lock");
+    if backend == Backend::Postgres {
+        // SQLite has one writer: there the insert waits for the grant by design.
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            app.post("/api/customers", &co.token, "c", &json!({"name": "x"})),
+        )
+        .await
+        .expect("the insert is not blocked by the company lock");
+        assert_eq!(r.status, 201);
+    }
+    hold.release();
+    assert_eq!(grant.await.expect("join").expect("sent"), 201);
+}
+
+/// Item 11: an ordinary session cannot switch the audit log's append-only trigger off;
+/// the archive function can still remove rows.
+async fn only_the_archive_function_may_delete_audit_rows(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("A").await;
+    let r = app
+        .post("/api/customers", &co.token, "k", &json!({"name": "x"}))
+        .await;
+    assert_eq!(r.status, 201);
+    let idem::Db::Postgres(pool) = &app.state.db else {
+        panic!("postgres")
+    };
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("set local idem.audit_archive = 'on'")
+        .execute(&mut *tx)
+        .await
+        .expect("set");
+    let refused = sqlx::query("delete from idempotent_write_audit_log")
+        .execute(&mut *tx)
+        .await;
+    assert!(refused.is_err(), "the setting alone unlocks nothing");
+    tx.rollback().await.expect("rollback");
+    let archived: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("select id from idem_audit_archive_take(now() + interval '1 minute')")
+            .fetch_all(pool)
+            .await
+            .expect("archive function");
+    assert_eq!(archived.len(), 1);
+    assert_eq!(app.count("idempotent_write_audit_log").await, 0);
+}
+
 backend_tests!(
     random_methods_leave_the_metrics_bounded,
     a_bad_audit_row_never_takes_its_neighbours_with_it,
     an_unwritable_audit_row_is_counted_and_its_batch_is_written,
     audit_error_messages_are_capped,
+    malformed_tokens_are_refused_without_a_database_lookup,
+    a_weak_operator_token_is_refused_at_start,
+    a_company_lock_does_not_block_inserts_referencing_the_company,
+    only_the_archive_function_may_delete_audit_rows,
 );

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// The operator token every test server uses.
-pub const OPERATOR: &str = "acbop_test-operator-token";
+pub const OPERATOR: &str = "acbop_test-operator-token-0123456789";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
