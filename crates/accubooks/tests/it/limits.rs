@@ -136,8 +136,41 @@ async fn overload_is_answered_with_503_and_slow_bodies_time_out(backend: Backend
     assert_eq!(app.count_for("customers", &co).await, 0);
 }
 
+/// Item 5: past the connection cap a client waits in the backlog until a connection
+/// frees (here: idle ones cut by the header timeout), then is served.
+async fn connections_past_the_cap_wait_for_a_free_one(backend: Backend) {
+    let o = limits_options(|l| {
+        l.max_connections = 2;
+        l.header_timeout = Duration::from_secs(1);
+    });
+    let app = TestApp::spawn_with(backend, o).await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(TcpStream::connect(app.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let r = client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(r.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    drop(idle);
+}
+
 backend_tests!(
     a_slow_header_client_is_cut_off,
     idle_connections_do_not_delay_healthz,
     overload_is_answered_with_503_and_slow_bodies_time_out,
+    connections_past_the_cap_wait_for_a_free_one,
 );
