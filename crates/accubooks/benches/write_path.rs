@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-const OPERATOR: &str = "acbop_bench-operator-token";
+const OPERATOR: &str = "acbop_bench-operator-token-0123456789";
 /// Keys replayed per round: well inside the engine's default replay cache (10,000).
 const REPLAY_KEYS: usize = 5_000;
 
@@ -288,6 +288,7 @@ fn serve_args(url: &str) -> ServeArgs {
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
         webhook_allow_private: false,
+        limits: Default::default(),
     }
 }
 

@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use accubooks::app::Application;
-use accubooks::config::{DbArgs, LogFormat, ServeArgs};
+use accubooks::config::{DbArgs, LimitArgs, LogFormat, ServeArgs};
 use accubooks::state::AppState;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// The operator token every test server uses.
-pub const OPERATOR: &str = "acbop_test-operator-token";
+pub const OPERATOR: &str = "acbop_test-operator-token-0123456789";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,7 @@ pub struct Options {
     pub key_ttl: Duration,
     pub max_wait: Duration,
     pub pool_size: Option<u32>,
+    pub limits: LimitArgs,
 }
 
 impl Default for Options {
@@ -175,6 +176,7 @@ impl Default for Options {
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             pool_size: Some(10),
+            limits: LimitArgs::default(),
         }
     }
 }
@@ -195,6 +197,7 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
         webhook_allow_private: false,
+        limits: o.limits.clone(),
     }
 }
 
