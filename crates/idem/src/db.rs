@@ -280,6 +280,34 @@ where
     }
 }
 
+/// Whether `e` says the store is unavailable for a moment (a retry may succeed), rather
+/// than that it refused the statement or its data. One classification serves the
+/// answer to a client (`503` with `Retry-After`) and the audit writer's retries.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (08), serialization failure or deadlock (40),
+        // insufficient resources (53, e.g. too many connections), operator intervention
+        // (57P), a statement or lock timeout (57014, 55P03: the transaction rolled back);
+        // SQLite: busy (5) / locked (6).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("40")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "57014"
+                || c == "55P03"
+                || c == "5"
+                || c == "6"
+        }),
+        _ => false,
+    }
+}
+
 /// A write transaction on either store.
 #[derive(Debug)]
 pub enum Tx {

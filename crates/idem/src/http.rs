@@ -451,27 +451,7 @@ impl Gate {
 /// Maps a store error to `503 service_unavailable` (unreachable, pool exhausted) or an
 /// opaque `500 internal`, logging the cause.
 pub fn store_error(e: &sqlx::Error) -> Problem {
-    let unavailable = match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            // PostgreSQL connection exceptions (08), insufficient resources (53, e.g. too
-            // many connections), operator intervention (57P), a statement or lock timeout
-            // (57014, 55P03: the transaction rolled back); SQLite busy (5) / locked (6).
-            .is_some_and(|c| {
-                c.starts_with("08")
-                    || c.starts_with("53")
-                    || c.starts_with("57P")
-                    || c == "57014"
-                    || c == "55P03"
-                    || c == "5"
-                    || c == "6"
-            }),
-        _ => false,
-    };
+    let unavailable = crate::db::is_transient(e);
     if unavailable {
         tracing::warn!(error = %e, "database unavailable");
         Problem::new(

@@ -499,18 +499,10 @@ async fn insert_batch(db: &Db, rows: &[Queued]) -> Result<(), sqlx::Error> {
 /// Whether an error is the database refusing the data (retrying the same rows will not
 /// help) rather than the database being unavailable for a moment.
 fn refused_data(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => !d.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("40")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-                || c == "5"
-                || c == "6"
-        }),
-        sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => true,
-        _ => false,
-    }
+    matches!(
+        e,
+        sqlx::Error::Database(_) | sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. }
+    ) && !crate::db::is_transient(e)
 }
 
 /// The asynchronous audit writer for replay and failure rows.
@@ -705,14 +697,14 @@ mod tests {
             id: Uuid::nil(),
             operation_name: "op",
             operation_type: "financial",
-            deterministic_id: "d".into(),
+            deterministic_id: Some("d".into()),
             company_id: "c".into(),
             user_id: None,
             status: "failed",
             execution_duration_ms: 0.0,
             timestamp: Ts::from_micros(0),
             request_id: "r".into(),
-            idempotency_key: "k".into(),
+            idempotency_key: Some("k".into()),
             route_path: "/p".into(),
             http_method: "POST".into(),
             workflows_triggered: 0,
