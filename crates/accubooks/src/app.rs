@@ -14,19 +14,23 @@ use axum::{Extension, Router};
 use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
-use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, NoEmitter, Problem, Registry};
+use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, Problem, Registry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{operator_token_hash, AuthCache};
 use crate::config::ServeArgs;
+use crate::domain::workflows::{self, instances};
 use crate::domain::{
-    admin, bank, customers, employees, invoices, members, payments, payroll, refunds, settings,
+    admin, bank, customers, employees, inventory, invoices, members, payments, payroll, refunds,
+    settings, webhook_secret,
 };
 use crate::jobs::{self, JobHealth};
 use crate::openapi::{self, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
+use crate::workflows::worker::{Worker, WorkerConfig};
+use crate::workflows::{Outbox, OutboxHandle};
 use crate::{health, ops};
 
 fn app_postgres() -> sqlx::migrate::Migrator {
@@ -93,6 +97,19 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .operation("reconcileLedger", bank::reconcile_ledger)
         .read("/api/bank-transactions", bank::list_bank_transactions)
         .read("/api/bank-transactions/{id}", bank::get_bank_transaction)
+        .operation("createInventoryItem", inventory::create_item)
+        .operation("adjustInventory", inventory::adjust_item)
+        .read("/api/inventory-items", inventory::list_items)
+        .read("/api/inventory-items/{id}", inventory::get_item)
+        .operation("createWorkflow", workflows::create_workflow)
+        .operation("updateWorkflow", workflows::update_workflow)
+        .operation("triggerWorkflow", instances::trigger_workflow)
+        .read("/api/workflows", workflows::list_workflows)
+        .read("/api/workflows/{id}", workflows::get_workflow)
+        .read("/api/workflow-instances", instances::list_instances)
+        .read("/api/workflow-instances/{id}", instances::get_instance)
+        .operation("rotateWebhookSecret", webhook_secret::rotate_secret)
+        .read("/api/company/webhook-secret", webhook_secret::get_secret)
         .exempt(
             http::Method::POST,
             "/admin/companies",
@@ -149,6 +166,7 @@ pub struct Application {
     audit_writer: AuditWriter,
     audit_stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -195,6 +213,7 @@ impl Application {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let http_metrics = HttpMetrics::register(&mut registry);
+        let outbox = OutboxHandle::new(&mut registry);
         let (audit, audit_writer) =
             AuditQueue::start(db.clone(), metrics.clone(), 65_536, audit_stop.clone());
         let engine = Engine::new(
@@ -207,10 +226,22 @@ impl Application {
             },
             metrics,
             audit,
-            Arc::new(NoEmitter),
+            Arc::new(Outbox),
             shutdown.clone(),
         );
         let schedule = jobs::parse_schedule(&args.prune_schedule).map_err(anyhow::Error::msg)?;
+        let worker = Worker::new(
+            db.clone(),
+            WorkerConfig {
+                max_attempts: args.webhook_max_attempts,
+                backoff: args.webhook_backoff,
+                timeout: args.webhook_timeout,
+                lease: args.webhook_lease,
+                allow_private: args.webhook_allow_private,
+                concurrency: 16,
+            },
+            outbox.clone(),
+        );
         let state = AppState {
             db,
             gate: Gate::new(engine),
@@ -221,12 +252,14 @@ impl Application {
             shutdown: shutdown.clone(),
             jobs: Arc::new(JobHealth::default()),
             http_metrics,
+            outbox,
         };
         let router = router(state.clone(), ops::registry())?;
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
         ];
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
         Ok(Self {
             listener,
             router,
@@ -234,6 +267,7 @@ impl Application {
             audit_writer,
             audit_stop,
             tasks,
+            worker,
         })
     }
 
@@ -250,8 +284,8 @@ impl Application {
     }
 
     /// Serves until `signal` completes; then stops accepting, lets parked waiters go
-    /// (503), drains in-flight requests for up to 30 s, flushes the audit queue and
-    /// closes the pool.
+    /// (503), drains in-flight requests for up to 30 s, lets the workflow worker finish
+    /// or release its claimed instances, flushes the audit queue and closes the pool.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -263,6 +297,7 @@ impl Application {
             audit_writer,
             audit_stop,
             tasks,
+            worker,
         } = self;
         let shutdown = state.shutdown.clone();
         let trigger = shutdown.clone();
@@ -283,6 +318,11 @@ impl Application {
         }
         for t in tasks {
             t.abort();
+        }
+        // The worker saw the same cancellation: it stops claiming and finishes or hands
+        // back what it holds within the webhook timeout.
+        if let Err(e) = worker.await {
+            tracing::warn!(error = %e, "workflow worker ended abnormally");
         }
         audit_stop.cancel();
         audit_writer.finish().await;

@@ -15,3 +15,4 @@ pub mod ops;
 pub mod state;
 pub mod validate;
 pub mod web;
+pub mod workflows;

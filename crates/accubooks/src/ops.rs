@@ -112,6 +112,61 @@ op!(
     ["bank_transactions", "reconciliations"]
 );
 
+op!(
+    CREATE_INVENTORY_ITEM,
+    "createInventoryItem",
+    HighRisk,
+    POST,
+    "/api/inventory-items",
+    ["inventory_items"]
+);
+op!(
+    ADJUST_INVENTORY,
+    "adjustInventory",
+    HighRisk,
+    POST,
+    "/api/inventory-items/{id}/adjustments",
+    [
+        "inventory_items",
+        "inventory_adjustments",
+        "workflow_instances"
+    ]
+);
+op!(
+    CREATE_WORKFLOW,
+    "createWorkflow",
+    HighRisk,
+    POST,
+    "/api/workflows",
+    ["workflows"]
+);
+op!(
+    UPDATE_WORKFLOW,
+    "updateWorkflow",
+    HighRisk,
+    PATCH,
+    "/api/workflows/{id}",
+    ["workflows", "workflow_updates"]
+);
+op!(
+    TRIGGER_WORKFLOW,
+    "triggerWorkflow",
+    HighRisk,
+    POST,
+    "/api/workflows/{id}/trigger",
+    ["workflow_instances"],
+    true
+);
+op!(
+    ROTATE_WEBHOOK_SECRET,
+    "rotateWebhookSecret",
+    HighRisk,
+    POST,
+    "/api/company/webhook-secret/rotate",
+    ["webhook_secrets", "webhook_secret_rotations"],
+    true
+);
+
 /// The registry: operations and exempt routes.
 pub fn registry() -> Registry {
     Registry::new()
@@ -126,6 +181,12 @@ pub fn registry() -> Registry {
         .operation(&EXECUTE_PAYROLL)
         .operation(&CREATE_BANK_TRANSACTION)
         .operation(&RECONCILE_LEDGER)
+        .operation(&CREATE_INVENTORY_ITEM)
+        .operation(&ADJUST_INVENTORY)
+        .operation(&CREATE_WORKFLOW)
+        .operation(&UPDATE_WORKFLOW)
+        .operation(&TRIGGER_WORKFLOW)
+        .operation(&ROTATE_WEBHOOK_SECRET)
         .exempt(
             Method::POST,
             "/admin/companies",

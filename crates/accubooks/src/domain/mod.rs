@@ -17,12 +17,15 @@ pub mod admin;
 pub mod bank;
 pub mod customers;
 pub mod employees;
+pub mod inventory;
 pub mod invoices;
 pub mod members;
 pub mod payments;
 pub mod payroll;
 pub mod refunds;
 pub mod settings;
+pub mod webhook_secret;
+pub mod workflows;
 
 /// The SQL of a list page over `from` (a table or a parenthesized select with an alias):
 /// `$1` the company, `$2` the optional filter on `filter`, then the keyset, then the limit.
@@ -74,6 +77,8 @@ pub enum Filter {
     Bool(bool),
     /// One of a fixed set of values (`status`).
     Text(&'static str),
+    /// An id kept as text (`workflow_instances.trigger_entity_id`).
+    TextId(uuid::Uuid),
 }
 
 /// One page of `from` for `company`, newest first, with an optional `(column, value)`
@@ -99,6 +104,7 @@ where
             Some((_, Filter::Id(id))) => query.bind(idem::Id(id)),
             Some((_, Filter::Bool(b))) => query.bind(b),
             Some((_, Filter::Text(t))) => query.bind(t),
+            Some((_, Filter::TextId(id))) => query.bind(id.hyphenated().to_string()),
             None => query,
         };
         if let Some((ts, id)) = q.after {
@@ -117,7 +123,8 @@ pub fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// Runs a write through the gate after checking the caller's role (403 comes before the
-/// body, content-type and key checks of the gate).
+/// body, content-type and key checks of the gate). After a first execution (201, so
+/// committed) the node's workflow worker is woken for the instances it may have written.
 pub async fn gated<O, F>(
     state: &AppState,
     tenant: Tenant,
@@ -133,7 +140,11 @@ where
     if let Err(e) = tenant.require(need) {
         return e.into_response();
     }
-    state.gate.handle(def, tenant.writer(), req, make).await
+    let res = state.gate.handle(def, tenant.writer(), req, make).await;
+    if res.status() == http::StatusCode::CREATED {
+        state.outbox.wake();
+    }
+    res
 }
 
 /// The fingerprint kept by an operation's record row in `table` (a constant table name),

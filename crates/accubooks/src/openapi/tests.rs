@@ -30,7 +30,7 @@ fn every_registered_operation_has_a_spec_that_agrees_with_the_registry() {
 }
 
 #[test]
-fn the_table_covers_the_fifteen_operations_of_the_contract() {
+fn the_table_covers_the_seventeen_operations() {
     let names = [
         "createCustomer",
         "createEmployee",
@@ -44,7 +44,9 @@ fn the_table_covers_the_fifteen_operations_of_the_contract() {
         "createInventoryItem",
         "adjustInventory",
         "createWorkflow",
+        "updateWorkflow",
         "triggerWorkflow",
+        "rotateWebhookSecret",
         "updateCompanySettings",
         "grantUserAccess",
     ];
