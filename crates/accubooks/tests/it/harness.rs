@@ -156,6 +156,12 @@ pub struct Options {
     pub key_ttl: Duration,
     pub max_wait: Duration,
     pub pool_size: Option<u32>,
+    /// Webhooks: private targets allowed (tests' receivers listen on 127.0.0.1).
+    pub webhook_allow_private: bool,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_lease: Duration,
 }
 
 impl Default for Options {
@@ -165,6 +171,11 @@ impl Default for Options {
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             pool_size: Some(10),
+            webhook_allow_private: true,
+            webhook_max_attempts: 5,
+            webhook_backoff: Duration::from_millis(50),
+            webhook_timeout: Duration::from_secs(2),
+            webhook_lease: Duration::from_secs(5),
         }
     }
 }
@@ -184,7 +195,11 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         pool_size: o.pool_size,
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
-        webhook_allow_private: false,
+        webhook_allow_private: o.webhook_allow_private,
+        webhook_max_attempts: o.webhook_max_attempts,
+        webhook_backoff: o.webhook_backoff,
+        webhook_timeout: o.webhook_timeout,
+        webhook_lease: o.webhook_lease,
     }
 }
 

@@ -11,6 +11,8 @@ mod contract;
 mod fencing;
 mod financial;
 mod input;
+mod inventory;
 mod openapi;
 mod processes;
 mod startup;
+mod workflows;
