@@ -232,7 +232,43 @@ async fn a_rotated_secret_signs_the_next_deliveries(backend: Backend) {
     assert!(!signature_is_valid(&old, &h.signature, &h.body));
 }
 
+async fn shutdown_ends_the_running_attempt_and_leaves_nothing_claimed(backend: Backend) {
+    let rx = Receiver::start(Mode::HangFirst).await;
+    let o = Options {
+        webhook_timeout: Duration::from_secs(1),
+        webhook_lease: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, o.clone()).await;
+    let co = app.create_company("Acme").await;
+    let w = workflow(&app, &co, "hook", "manual", hook(&rx.url("/")), true).await;
+    let id = trigger(&app, &co, &w, "go").await;
+    let started = std::time::Instant::now();
+    while rx.hits().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no attempt arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    let db = app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the drain is bounded by the webhook timeout"
+    );
+    // Not left `running` until its 60 s lease: the next node delivers it at once.
+    let app = TestApp::on_db(db, o).await;
+    let v = settled(&app, &co, &id, Duration::from_secs(10)).await;
+    assert_eq!(
+        (v["status"].as_str(), v["attempts"].as_i64()),
+        (Some("delivered"), Some(2)),
+        "{v}"
+    );
+}
+
 backend_tests!(
+    shutdown_ends_the_running_attempt_and_leaves_nothing_claimed,
     a_receiver_failing_twice_gets_the_same_key_and_valid_signatures_and_the_third_attempt_delivers,
     a_receiver_that_never_succeeds_ends_failed_at_the_attempt_limit_with_its_last_error,
     a_redirect_is_never_followed,
