@@ -30,7 +30,7 @@ use crate::openapi::{self, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
 use crate::workflows::worker::{Worker, WorkerConfig};
-use crate::workflows::{Outbox, OutboxHandle};
+use crate::workflows::OutboxHandle;
 use crate::{health, ops};
 
 fn app_postgres() -> sqlx::migrate::Migrator {
@@ -226,7 +226,7 @@ impl Application {
             },
             metrics,
             audit,
-            Arc::new(Outbox),
+            Arc::new(outbox.emitter()),
             shutdown.clone(),
         );
         let schedule = jobs::parse_schedule(&args.prune_schedule).map_err(anyhow::Error::msg)?;

@@ -142,7 +142,7 @@ where
     }
     let res = state.gate.handle(def, tenant.writer(), req, make).await;
     if res.status() == http::StatusCode::CREATED {
-        state.outbox.wake();
+        state.outbox.after_commit();
     }
     res
 }

@@ -7,7 +7,11 @@
 //!   the event, and returns how many: the engine's `workflows_triggered`. A replay never
 //!   reaches `execute`, so it inserts nothing.
 //! - Nothing leaves the process before the write commits: the worker only sees committed
-//!   rows, and [`OutboxHandle::wake`] is called after the 201 was produced.
+//!   rows, and [`OutboxHandle::after_commit`] is called after the 201 was produced. It
+//!   wakes the worker only when some write emitted instances since the last wake, so
+//!   writes without workflows cost the worker nothing; in the rare race where another
+//!   request's 201 consumed the wake before this write committed, the worker's next
+//!   poll (50 ms after a wake) picks the instance up.
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -27,8 +31,10 @@ pub mod ssrf;
 pub mod worker;
 
 /// The outbox [`Emitter`] the engine calls inside each write's transaction.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Outbox;
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    emitted: Arc<AtomicU64>,
+}
 
 async fn emit_events(tx: &mut Tx, tenant: &str, events: &[Event]) -> Result<u32, sqlx::Error> {
     let company = Uuid::parse_str(tenant).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -71,7 +77,13 @@ impl Emitter for Outbox {
         tenant: &'a str,
         events: &'a [Event],
     ) -> BoxFuture<'a, Result<u32, sqlx::Error>> {
-        Box::pin(emit_events(tx, tenant, events))
+        Box::pin(async move {
+            let n = emit_events(tx, tenant, events).await?;
+            if n > 0 {
+                self.emitted.fetch_add(u64::from(n), Ordering::AcqRel);
+            }
+            Ok(n)
+        })
     }
 }
 
@@ -127,6 +139,8 @@ impl OutboxMetrics {
 #[derive(Debug, Clone)]
 pub struct OutboxHandle {
     wake: Arc<Notify>,
+    emitted: Arc<AtomicU64>,
+    woken: Arc<AtomicU64>,
     /// The outbox series.
     pub metrics: OutboxMetrics,
 }
@@ -136,13 +150,26 @@ impl OutboxHandle {
     pub fn new(r: &mut Registry) -> Self {
         Self {
             wake: Arc::new(Notify::new()),
+            emitted: Arc::default(),
+            woken: Arc::default(),
             metrics: OutboxMetrics::register(r),
         }
     }
 
-    /// Tells this node's worker that a write committed (call only after the commit).
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    /// The emitter for the engine; it counts what it writes for [`Self::after_commit`].
+    pub fn emitter(&self) -> Outbox {
+        Outbox {
+            emitted: self.emitted.clone(),
+        }
+    }
+
+    /// Call after a write committed: wakes this node's worker if instances were written
+    /// since the last wake.
+    pub fn after_commit(&self) {
+        let emitted = self.emitted.load(Ordering::Acquire);
+        if self.woken.fetch_max(emitted, Ordering::AcqRel) < emitted {
+            self.wake.notify_one();
+        }
     }
 
     /// Resolves at the next [`OutboxHandle::wake`] (or at once if one is pending).

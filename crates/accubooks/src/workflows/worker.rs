@@ -199,10 +199,25 @@ impl Worker {
         }
     }
 
+    /// Whether any instance is due (a read: idle polls never take a write lock).
+    async fn any_due(&self, now: Ts) -> Result<bool, sqlx::Error> {
+        let due: Option<i32> = on_db!(&self.db, |c| sqlx::query_scalar(
+            "select 1 from workflow_instances where status in ('pending', 'running') \
+             and next_attempt_at <= $1 limit 1"
+        )
+        .bind(now)
+        .fetch_optional(c)
+        .await)?;
+        Ok(due.is_some())
+    }
+
     /// Claims up to `limit` due instances; returns the claim's token and the rows.
     pub async fn claim(&self, limit: usize) -> Result<(Uuid, Vec<Claimed>), sqlx::Error> {
         let token = Uuid::now_v7();
         let now = Ts::now();
+        if !self.any_due(now).await? {
+            return Ok((token, Vec::new()));
+        }
         let lock = match self.db.backend() {
             Backend::Postgres => " for update skip locked",
             Backend::Sqlite => "",
