@@ -6,13 +6,18 @@
 //!   `action.url`); unless `ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE` is set, every address its
 //!   host resolves to must be public (else `webhook_url_not_allowed`). The worker checks
 //!   again at each delivery, after resolving, and connects to the checked address.
+//! - The creation's DNS lookup happens in the handler, before the write's transaction
+//!   begins (no network wait while holding a connection, a claim or SQLite's write gate);
+//!   `execute` uses that answer for the URL it validated.
 //! - Only active workflows get instances from events (the outbox selects `active`);
 //!   deactivating one stops new instances, never ones already written.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use idem::http::{read_body, DEFAULT_BODY_LIMIT};
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -177,7 +182,26 @@ fn parse(body: &Value) -> AppResult<WorkflowIn> {
 struct CreateWorkflow {
     company: Uuid,
     allow_private: bool,
+    /// The URL of the body's webhook action, if any, and the SSRF verdict on it, found
+    /// before the transaction.
+    checked: Option<(String, Result<(), ssrf::Refusal>)>,
     body: Value,
+}
+
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn check_url(url: &str, allow_private: bool) -> Result<(), ssrf::Refusal> {
+    let parsed = ssrf::parse(url)?;
+    ssrf::resolve(&parsed, allow_private, DNS_TIMEOUT)
+        .await
+        .map(|_| ())
+}
+
+/// The webhook URL of a createWorkflow body, if it has one (before validation).
+fn webhook_url(bytes: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let url = v.get("action")?.get("url")?.as_str()?;
+    (url.chars().count() <= URL_MAX).then(|| url.to_owned())
 }
 
 impl Operation for CreateWorkflow {
@@ -200,10 +224,11 @@ impl Operation for CreateWorkflow {
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
         let input = parse(&self.body)?;
         if let Action::Webhook { url } = &input.action {
-            let parsed =
-                ssrf::parse(url).map_err(|e| AppError::field("action.url", e.to_string()))?;
-            let timeout = Duration::from_secs(2);
-            if let Err(e) = ssrf::resolve(&parsed, self.allow_private, timeout).await {
+            let verdict = match &self.checked {
+                Some((checked, verdict)) if checked == url => verdict.clone(),
+                _ => check_url(url, self.allow_private).await,
+            };
+            if let Err(e) = verdict {
                 return Err(AppError::rule(
                     "webhook_url_not_allowed",
                     format!("action.url {e}"),
@@ -311,14 +336,31 @@ impl Operation for UpdateWorkflow {
     }
 }
 
-/// Handles `POST /api/workflows`.
+/// Handles `POST /api/workflows`. Reads the body first (after the role check, so the
+/// order of checks is unchanged) to resolve a webhook URL outside the transaction.
 pub async fn create_workflow(
     State(state): State<AppState>,
     tenant: Tenant,
     req: Request,
 ) -> Response {
-    let company = tenant.company_id;
+    if let Err(e) = tenant.require(Need::Writer) {
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(&parts.headers, body, DEFAULT_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(problem) => return problem.into_response(),
+    };
     let allow_private = state.config.webhook_allow_private;
+    let checked = match webhook_url(&bytes) {
+        Some(url) => {
+            let verdict = check_url(&url, allow_private).await;
+            Some((url, verdict))
+        }
+        None => None,
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let company = tenant.company_id;
     super::gated(
         &state,
         tenant,
@@ -328,6 +370,7 @@ pub async fn create_workflow(
         |body| CreateWorkflow {
             company,
             allow_private,
+            checked,
             body,
         },
     )

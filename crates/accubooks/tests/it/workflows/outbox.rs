@@ -359,7 +359,63 @@ async fn after_a_mixed_load_the_seeds_workflow_accuracy_query_returns_no_rows(ba
     );
 }
 
+async fn create_workflow_keeps_the_contracts_order_of_checks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("Acme").await;
+    let viewer = app.member_token(&co, "v@example.com", "viewer").await;
+    let body = json!({"name": "n", "trigger": "manual", "action": notify()}).to_string();
+    let post = |token: String, key: Option<&'static str>, body: String, ct: &'static str| {
+        let app = &app;
+        async move {
+            app.write_with(
+                reqwest::Method::POST,
+                "/api/workflows",
+                &token,
+                key,
+                body,
+                &[("content-type", ct)],
+            )
+            .await
+        }
+    };
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    let json_ct = "application/json";
+    assert_eq!(
+        post(viewer, Some("k"), body.clone(), json_ct).await.status,
+        403
+    );
+    assert_eq!(
+        post(co.token.clone(), Some("k"), big, json_ct).await.status,
+        413
+    );
+    assert_eq!(
+        post(co.token.clone(), Some("k"), body.clone(), "text/plain")
+            .await
+            .status,
+        415
+    );
+    assert_eq!(
+        post(co.token.clone(), None, body.clone(), json_ct)
+            .await
+            .code(),
+        "idempotency_key_missing"
+    );
+    assert_eq!(
+        post(co.token.clone(), Some("k"), "{".into(), json_ct)
+            .await
+            .code(),
+        "malformed_json"
+    );
+    assert_eq!(
+        post(co.token.clone(), Some("k"), body, json_ct)
+            .await
+            .status,
+        201
+    );
+}
+
 backend_tests!(
+    create_workflow_keeps_the_contracts_order_of_checks,
     a_payment_writes_one_instance_per_matching_active_workflow_and_replays_write_none,
     bad_workflow_input_is_refused_with_field_paths_and_writes_nothing,
     a_deactivated_workflow_refuses_manual_triggers_until_reactivated,
