@@ -3,6 +3,9 @@
 //! SQLite: a fresh file in a temporary directory. PostgreSQL: a database created for the
 //! test from `DATABASE_URL_TEST` and dropped afterwards; without the variable PostgreSQL
 //! tests are skipped with a visible notice.
+//!
+//! Strict: a running `TestApp` that is dropped checks that every workflow instance
+//! settled (within 10 s) and that none failed, unless the test expected it.
 
 #![allow(dead_code)]
 
@@ -244,6 +247,8 @@ pub struct TestApp {
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Set by tests whose point is an instance that ends `failed`.
+    failed_instances_expected: std::sync::atomic::AtomicBool,
 }
 
 impl TestApp {
@@ -282,6 +287,7 @@ impl TestApp {
             db,
             stop: Some(tx),
             task: Some(task),
+            failed_instances_expected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -452,8 +458,72 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// This test ends with `failed` workflow instances on purpose.
+    pub fn expect_failed_instances(&self) {
+        self.failed_instances_expected
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The strict end of a test: within 10 s every workflow instance is settled, and none
+    /// failed unless the test said so. Runs on a thread of its own (inside `Drop`, while
+    /// the server keeps running on the test's runtime).
+    fn check_outbox(&self) {
+        if std::thread::panicking() || self.db.url.is_empty() {
+            return;
+        }
+        let url = self.db.url.clone();
+        let failed_ok = self
+            .failed_instances_expected
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let outcome = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let opts = idem::db::ConnectOptions::default();
+                let db = idem::Db::connect(&url, &opts).await.map_err(|e| e.to_string())?;
+                let count = |sql: &'static str| {
+                    let db = db.clone();
+                    async move {
+                        idem::on_db!(&db, |c| sqlx::query_scalar::<_, i64>(sql)
+                            .fetch_one(c)
+                            .await)
+                        .unwrap_or(-1)
+                    }
+                };
+                let started = std::time::Instant::now();
+                let live = "select count(*) from workflow_instances where status in ('pending', 'running')";
+                let mut open = count(live).await;
+                while open != 0 && started.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    open = count(live).await;
+                }
+                let failed = count("select count(*) from workflow_instances where status = 'failed'").await;
+                db.close().await;
+                if open != 0 {
+                    return Err(format!("{open} workflow instances were never settled"));
+                }
+                if failed != 0 && !failed_ok {
+                    return Err(format!("{failed} workflow instances failed"));
+                }
+                Ok(())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("outbox check panicked".into()));
+        if let Err(e) = outcome {
+            panic!("strict harness: {e}");
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.check_outbox();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

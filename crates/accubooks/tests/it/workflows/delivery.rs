@@ -78,6 +78,7 @@ async fn a_receiver_that_never_succeeds_ends_failed_at_the_attempt_limit_with_it
     let co = app.create_company("Acme").await;
     let w = workflow(&app, &co, "hook", "manual", hook(&rx.url("/")), true).await;
     let id = trigger(&app, &co, &w, "go").await;
+    app.expect_failed_instances();
     let v = settled(&app, &co, &id, Duration::from_secs(20)).await;
     assert_eq!(
         (v["status"].as_str(), v["attempts"].as_i64()),
@@ -103,6 +104,7 @@ async fn a_redirect_is_never_followed(backend: Backend) {
     let co = app.create_company("Acme").await;
     let w = workflow(&app, &co, "hook", "manual", hook(&rx.url("/start")), true).await;
     let id = trigger(&app, &co, &w, "go").await;
+    app.expect_failed_instances();
     let v = settled(&app, &co, &id, Duration::from_secs(20)).await;
     assert_eq!(v["status"], "failed");
     assert!(
@@ -166,6 +168,7 @@ async fn ssrf_targets_are_refused_at_creation_and_at_delivery_unless_allowed(bac
     // Without it, the same workflow's next delivery is refused after resolution.
     let app = TestApp::on_db(db, strict).await;
     let second = trigger(&app, &co, &w, "refused").await;
+    app.expect_failed_instances();
     let v = settled(&app, &co, &second, Duration::from_secs(10)).await;
     assert_eq!(
         (v["status"].as_str(), v["attempts"].as_i64()),
