@@ -270,7 +270,98 @@ async fn shutdown_ends_the_running_attempt_and_leaves_nothing_claimed(backend: B
     );
 }
 
+async fn a_hanging_receiver_never_blocks_other_deliveries(backend: Backend) {
+    let hanging = Receiver::start(Mode::HangFirst).await;
+    let fine = Receiver::start(Mode::Ok).await;
+    let o = Options {
+        webhook_timeout: Duration::from_secs(4),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, o).await;
+    let co = app.create_company("Acme").await;
+    let slow = workflow(&app, &co, "slow", "manual", hook(&hanging.url("/")), true).await;
+    let quick = workflow(&app, &co, "quick", "manual", hook(&fine.url("/")), true).await;
+    let stuck = trigger(&app, &co, &slow, "a").await;
+    let started = std::time::Instant::now();
+    while hanging.hits().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no attempt arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = trigger(&app, &co, &quick, "b").await;
+    let v = settled(&app, &co, &other, Duration::from_secs(3)).await;
+    assert_eq!(v["status"], "delivered");
+    let s = app
+        .get(&format!("/api/workflow-instances/{stuck}"), &co.token)
+        .await
+        .json();
+    assert_eq!(
+        (s["status"].as_str(), s["attempts"].as_i64()),
+        (Some("running"), Some(1)),
+        "{s}"
+    );
+    // The hung attempt times out and is retried; the receiver then answers.
+    let s = settled(&app, &co, &stuck, Duration::from_secs(15)).await;
+    assert_eq!(
+        (s["status"].as_str(), s["attempts"].as_i64()),
+        (Some("delivered"), Some(2)),
+        "{s}"
+    );
+}
+
+async fn a_receiver_that_resets_connections_is_retried_until_the_limit(backend: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let o = Options {
+        webhook_max_attempts: 3,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, o).await;
+    app.expect_failed_instances();
+    let co = app.create_company("Acme").await;
+    let w = workflow(
+        &app,
+        &co,
+        "reset",
+        "manual",
+        hook(&format!("http://{addr}/")),
+        true,
+    )
+    .await;
+    let id = trigger(&app, &co, &w, "go").await;
+    let v = settled(&app, &co, &id, Duration::from_secs(20)).await;
+    assert_eq!(
+        (v["status"].as_str(), v["attempts"].as_i64()),
+        (Some("failed"), Some(3)),
+        "{v}"
+    );
+    assert!(!v["last_error"].as_str().unwrap_or("").is_empty(), "{v}");
+    assert!(
+        !v["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&addr.to_string()),
+        "no URL in errors: {v}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    task.abort();
+}
+
 backend_tests!(
+    a_hanging_receiver_never_blocks_other_deliveries,
+    a_receiver_that_resets_connections_is_retried_until_the_limit,
     shutdown_ends_the_running_attempt_and_leaves_nothing_claimed,
     a_receiver_failing_twice_gets_the_same_key_and_valid_signatures_and_the_third_attempt_delivers,
     a_receiver_that_never_succeeds_ends_failed_at_the_attempt_limit_with_its_last_error,
