@@ -163,6 +163,12 @@ impl OutboxHandle {
         }
     }
 
+    /// Wakes this node's worker (call only after a commit that wrote instances outside
+    /// the emitter, as `triggerWorkflow` does).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Call after a write committed: wakes this node's worker if instances were written
     /// since the last wake.
     pub fn after_commit(&self) {

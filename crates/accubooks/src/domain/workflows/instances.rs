@@ -209,7 +209,8 @@ impl Operation for TriggerWorkflow {
     }
 }
 
-/// Handles `POST /api/workflows/{id}/trigger`.
+/// Handles `POST /api/workflows/{id}/trigger`. The instance is the operation's own
+/// record (not an emitted one), so a 201 wakes the worker explicitly.
 pub async fn trigger_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
@@ -217,7 +218,7 @@ pub async fn trigger_workflow(
     req: Request,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
+    let res = crate::domain::gated(
         &state,
         tenant,
         Need::Writer,
@@ -229,7 +230,11 @@ pub async fn trigger_workflow(
             body,
         },
     )
-    .await
+    .await;
+    if res.status() == http::StatusCode::CREATED {
+        state.outbox.wake();
+    }
+    res
 }
 
 /// Handles `GET /api/workflow-instances/{id}`.

@@ -359,7 +359,44 @@ async fn a_receiver_that_resets_connections_is_retried_until_the_limit(backend: 
     task.abort();
 }
 
+async fn local_commits_wake_the_worker_without_waiting_for_its_poll(backend: Backend) {
+    let rx = Receiver::start(Mode::Ok).await;
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("Acme").await;
+    let w = workflow(&app, &co, "hook", "manual", hook(&rx.url("/")), true).await;
+    workflow(
+        &app,
+        &co,
+        "adj",
+        "inventory.adjusted",
+        hook(&rx.url("/")),
+        true,
+    )
+    .await;
+    let item = crate::inventory::item(&app, &co, "W", 0).await;
+    for round in 0..4 {
+        // Idle long enough for the poll interval to back off to 1 s.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let started = std::time::Instant::now();
+        // A manual trigger (the operation's own record) and an emitted instance, in turn.
+        if round % 2 == 0 {
+            trigger(&app, &co, &w, &format!("r-{round}")).await;
+        } else {
+            let r = crate::inventory::adjust(&app, &co, &item, &format!("r-{round}"), 1).await;
+            assert_eq!(r.status, 201);
+        }
+        while rx.hits().len() <= round {
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "round {round}: the instance waited for a poll"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 backend_tests!(
+    local_commits_wake_the_worker_without_waiting_for_its_poll,
     a_hanging_receiver_never_blocks_other_deliveries,
     a_receiver_that_resets_connections_is_retried_until_the_limit,
     shutdown_ends_the_running_attempt_and_leaves_nothing_claimed,
