@@ -151,7 +151,7 @@ async fn request_deadline(deadline: Duration, req: Request, next: Next) -> Respo
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            "the request exceeded its deadline; nothing was written",
+            "the request exceeded its deadline; its outcome is unknown: retry with the same Idempotency-Key",
         )
         .retry_after(5)
         .into_response(),
@@ -166,7 +166,6 @@ pub struct Application {
     audit_writer: AuditWriter,
     audit_stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -183,8 +182,11 @@ impl Application {
         args.validate().map_err(anyhow::Error::msg)?;
         let connect = idem::db::ConnectOptions {
             pool_size: args.pool_size,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: STORE_WAIT,
             idle_in_transaction_timeout: Some(args.lease),
+            // A statement running past the lease would outlive its claim anyway.
+            statement_timeout: Some(args.lease),
+            lock_timeout: Some(STORE_WAIT),
         };
         let db = Db::connect(&args.db.database_url, &connect)
             .await
@@ -258,8 +260,10 @@ impl Application {
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
+            // Stops claiming at the signal; finishes or hands back its instances within
+            // its drain grace, inside the background work's share of the reserve.
+            tokio::spawn(worker.run(shutdown.clone())),
         ];
-        let worker = tokio::spawn(worker.run(shutdown.clone()));
         Ok(Self {
             listener,
             router,
@@ -267,7 +271,6 @@ impl Application {
             audit_writer,
             audit_stop,
             tasks,
-            worker,
         })
     }
 
@@ -284,8 +287,10 @@ impl Application {
     }
 
     /// Serves until `signal` completes; then stops accepting, lets parked waiters go
-    /// (503), drains in-flight requests for up to 30 s, lets the workflow worker finish
-    /// or release its claimed instances, flushes the audit queue and closes the pool.
+    /// (503), and within [`DRAIN`] of the signal, whatever the store does: drains
+    /// in-flight requests, waits for writes whose clients left, stops the jobs and the
+    /// workflow worker (which finishes or hands back its claimed instances), flushes
+    /// the audit queue and closes the pool. What it has to abandon, it logs.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -297,7 +302,6 @@ impl Application {
             audit_writer,
             audit_stop,
             tasks,
-            worker,
         } = self;
         let shutdown = state.shutdown.clone();
         let trigger = shutdown.clone();
@@ -308,27 +312,82 @@ impl Application {
         };
         let server =
             axum::serve(listener, router.into_make_service()).with_graceful_shutdown(graceful);
-        let drained = async {
+        let requests_drained = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(DRAIN - DRAIN_RESERVE).await;
         };
-        tokio::select! {
-            r = server => r.context("server failed")?,
-            () = drained => tracing::warn!("drain deadline (30s) passed; abandoning remaining requests"),
-        }
-        for t in tasks {
-            t.abort();
-        }
-        // The worker saw the same cancellation: it stops claiming and finishes or hands
-        // back what it holds within the webhook timeout.
-        if let Err(e) = worker.await {
-            tracing::warn!(error = %e, "workflow worker ended abnormally");
-        }
-        audit_stop.cancel();
-        audit_writer.finish().await;
-        state.db.close().await;
+        let outcome = tokio::select! {
+            r = server => r.context("server failed"),
+            () = requests_drained => {
+                tracing::warn!("drain deadline passed; abandoning the requests still open");
+                Ok(())
+            }
+        };
+        // The reserve bounds everything after the requests, whatever the store does.
+        let deadline = tokio::time::Instant::now() + DRAIN_RESERVE;
+        shutdown.cancel();
+        stop_background_work(&state, tasks, audit_writer, audit_stop, deadline).await;
+        outcome?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The contract's bound on waiting for the store: a connection, SQLite's writer slot,
+/// a row lock. Past it a request gets `503` with `Retry-After: 5`.
+const STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a graceful shutdown may take from the signal to the exit.
+pub const DRAIN: Duration = Duration::from_secs(30);
+/// The part of [`DRAIN`] kept for the work after the requests: detached writes, jobs,
+/// the audit flush and closing the pool.
+const DRAIN_RESERVE: Duration = Duration::from_secs(5);
+
+/// Lets detached writes and jobs finish, flushes the audit queue and closes the pool,
+/// each step bounded so that the whole ends by `deadline`.
+async fn stop_background_work(
+    state: &AppState,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    audit_writer: AuditWriter,
+    audit_stop: CancellationToken,
+    deadline: tokio::time::Instant,
+) {
+    let step = |share: u32| deadline - DRAIN_RESERVE * share / 5;
+    let engine = state.engine();
+    if tokio::time::timeout_at(step(3), engine.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = engine.executions_running(),
+            "writes still running at the drain deadline were abandoned; their keys free at their lease"
+        );
+    }
+    for task in tasks {
+        // Jobs return at their next cancellable sleep; their database work is detached.
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(step(2), task).await.is_err() {
+            abort.abort();
+        }
+    }
+    audit_stop.cancel();
+    if tokio::time::timeout_at(step(1), audit_writer.finish())
+        .await
+        .is_err()
+    {
+        let metrics = engine.metrics();
+        let lost = u64::try_from(metrics.audit_queue_depth.get()).unwrap_or(0);
+        metrics.audit_dropped.inc_by(lost);
+        tracing::error!(
+            rows = lost,
+            "audit rows still queued at the drain deadline were dropped"
+        );
+    }
+    if tokio::time::timeout_at(deadline, state.db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still in use at the drain deadline were abandoned");
     }
 }
 

@@ -250,7 +250,7 @@ pub async fn operator_token_hash(
     let token = generate_token(OPERATOR_TOKEN_PREFIX);
     let hash = hash_token(&token);
     {
-        let _gate = db.write_gate().await;
+        let _gate = db.write_gate().await?;
         on_db!(db, |c| {
             sqlx::query(
             "insert into operator_settings (name, value) values ('admin_token_hash', $1) on conflict (name) do nothing"

@@ -7,12 +7,20 @@ use crate::app::{self, Application};
 use crate::config::{Cli, Command, LogFormat};
 
 /// Sets up logging (JSON lines, or pretty for people). `RUST_LOG` filters.
-pub fn init_logging(format: LogFormat) {
+///
+/// Lines are written to stdout by a writer thread, off the request path. Its queue is
+/// lossless: when it is full, a logging thread waits instead of dropping the line. Keep
+/// the returned guard until exit: dropping it flushes what is queued.
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("accubooks-log")
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -21,6 +29,7 @@ pub fn init_logging(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    guard
 }
 
 /// Waits for SIGTERM or SIGINT.
@@ -49,13 +58,13 @@ pub async fn shutdown_signal() {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            let _log = init_logging(args.log_format);
             let app = Application::build(*args).await?;
             tracing::info!(address = %app.local_addr(), "listening");
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate(db) => {
-            init_logging(LogFormat::Pretty);
+            let _log = init_logging(LogFormat::Pretty);
             let pool = idem::Db::connect(&db.database_url, &idem::db::ConnectOptions::default())
                 .await
                 .with_context(|| {

@@ -1,5 +1,7 @@
 //! Liveness, readiness, metrics and the operator health page.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -16,16 +18,20 @@ pub async fn healthz() -> Response {
     ok_json(&json!({"status": "ok"}))
 }
 
-/// Handles `GET /readyz`: the database answers.
+/// How long a health probe waits for the store to accept a write.
+const WRITE_PROBE: Duration = Duration::from_secs(2);
+
+/// Handles `GET /readyz`: the database answers and a write can start (on SQLite: the
+/// writer slot and the file's write lock can be had).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
+    match state.db.check_writable(WRITE_PROBE).await {
         Ok(()) => ok_json(&json!({"status": "ok"})),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %e, "readiness check failed: a write cannot start");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(http::header::CONTENT_TYPE, "application/json")],
-                json!({"status": "error", "database": "unreachable"}).to_string(),
+                json!({"status": "error", "database": "unwritable"}).to_string(),
             )
                 .into_response()
         }
@@ -70,10 +76,11 @@ fn label(s: HealthStatus) -> &'static str {
 /// Handles `GET /admin/system/health`.
 pub async fn system_health(_: Operator, State(state): State<AppState>) -> AppResult<Response> {
     let started = std::time::Instant::now();
-    let db_ok = state.db.ping().await.is_ok();
+    let db_ok = state.db.check_writable(WRITE_PROBE).await.is_ok();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let database = json!({
         "status": if db_ok { "ok" } else { "error" },
+        "writable": db_ok,
         "backend": match state.db.backend() { idem::Backend::Postgres => "postgres", idem::Backend::Sqlite => "sqlite" },
         "latency_ms": latency_ms,
         "pool": {

@@ -10,6 +10,12 @@
 //!   `TEXT` on SQLite.
 //! - On SQLite every write transaction holds the process's write gate (one writer at a
 //!   time, FIFO, without busy-waiting inside SQLite) and begins with `BEGIN IMMEDIATE`.
+//!   Waiting for the gate is bounded by the acquire timeout, like waiting for a connection.
+//! - No connection goes back to the pool inside a transaction: a caller dropped in the
+//!   middle of a command (a cancelled request) can leave one there, so every release is
+//!   checked and such a connection is closed (which rolls it back) instead of reused.
+//! - Work that must not be cut short by its caller's cancellation runs through
+//!   [`detached`]: a task of its own that finishes whatever happens to the caller.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous, SqliteTypeInfo,
     SqliteValueRef,
 };
-use sqlx::{Database, Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Type};
+use sqlx::{Connection, Database, Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Type};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
@@ -47,6 +53,8 @@ pub enum Db {
         pool: SqlitePool,
         /// Held by every write: SQLite has one writer at a time.
         write_gate: Arc<Mutex<()>>,
+        /// How long a write may wait for the gate before it is refused.
+        gate_timeout: Duration,
     },
 }
 
@@ -60,6 +68,13 @@ pub struct ConnectOptions {
     /// PostgreSQL: a session idle inside a transaction this long is ended by the server,
     /// so a frozen executor cannot hold row locks past its lease.
     pub idle_in_transaction_timeout: Option<Duration>,
+    /// PostgreSQL: the longest a statement may run (`statement_timeout`); work that
+    /// needs longer (the prune) raises it for its own transaction.
+    pub statement_timeout: Option<Duration>,
+    /// PostgreSQL: the longest a statement may wait for a row or table lock
+    /// (`lock_timeout`), so a write queued behind another gives up instead of holding
+    /// its connection until the lock frees.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -68,6 +83,8 @@ impl Default for ConnectOptions {
             pool_size: None,
             acquire_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: None,
+            statement_timeout: None,
+            lock_timeout: None,
         }
     }
 }
@@ -78,15 +95,25 @@ impl Db {
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url)?;
-            if let Some(t) = opts.idle_in_transaction_timeout {
-                connect = connect.options([(
+            let settings = [
+                (
                     "idle_in_transaction_session_timeout",
-                    format!("{}ms", t.as_millis()),
-                )]);
+                    opts.idle_in_transaction_timeout,
+                ),
+                ("statement_timeout", opts.statement_timeout),
+                ("lock_timeout", opts.lock_timeout),
+            ];
+            for (name, value) in settings {
+                if let Some(t) = value {
+                    connect = connect.options([(name, format!("{}ms", t.as_millis()))]);
+                }
             }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.pool_size.unwrap_or(32))
                 .acquire_timeout(opts.acquire_timeout)
+                // A rollback queued by a dropped transaction has already lowered the
+                // depth, so a non-zero depth means a transaction nobody will finish.
+                .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
                 .connect_with(connect)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -100,11 +127,22 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.pool_size.unwrap_or(8))
                 .acquire_timeout(opts.acquire_timeout)
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        // The ping runs after any rollback a dropped transaction queued,
+                        // so the depth it leaves is the connection's real state. A BEGIN
+                        // whose caller vanished before its answer leaves depth 1 and the
+                        // file's write lock held: close that connection.
+                        conn.ping().await?;
+                        Ok(!conn.is_in_transaction())
+                    })
+                })
                 .connect_with(connect)
                 .await?;
             Ok(Db::Sqlite {
                 pool,
                 write_gate: Arc::new(Mutex::new(())),
+                gate_timeout: opts.acquire_timeout,
             })
         } else {
             Err(sqlx::Error::Configuration(
@@ -122,23 +160,51 @@ impl Db {
     }
 
     /// Begins a write transaction (on SQLite: takes the write gate, `BEGIN IMMEDIATE`).
+    /// Fails with [`sqlx::Error::PoolTimedOut`] when no writer slot frees up within the
+    /// acquire timeout.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
             Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
-            Db::Sqlite { pool, write_gate } => {
-                let gate = write_gate.clone().lock_owned().await;
+            Db::Sqlite {
+                pool,
+                write_gate,
+                gate_timeout,
+            } => {
+                let gate = lock_gate(write_gate, *gate_timeout).await?;
                 let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(Tx::Sqlite { tx, _gate: gate })
             }
         }
     }
 
-    /// Takes the SQLite write gate for a single autocommit write; `None` on PostgreSQL.
-    pub async fn write_gate(&self) -> Option<OwnedMutexGuard<()>> {
+    /// Takes the SQLite write gate for a single autocommit write (`None` on PostgreSQL),
+    /// waiting at most the acquire timeout ([`sqlx::Error::PoolTimedOut`] after it).
+    pub async fn write_gate(&self) -> Result<Option<OwnedMutexGuard<()>>, sqlx::Error> {
         match self {
-            Db::Postgres(_) => None,
-            Db::Sqlite { write_gate, .. } => Some(write_gate.clone().lock_owned().await),
+            Db::Postgres(_) => Ok(None),
+            Db::Sqlite {
+                write_gate,
+                gate_timeout,
+                ..
+            } => lock_gate(write_gate, *gate_timeout).await.map(Some),
         }
+    }
+
+    /// Can a write start now? On SQLite: the gate and the file's write lock are both
+    /// obtainable within `within` (a connection left holding the lock fails this); on
+    /// PostgreSQL: the store answers. The probe runs detached, so giving up on it never
+    /// leaves a connection mid-command.
+    pub async fn check_writable(&self, within: Duration) -> Result<(), sqlx::Error> {
+        let db = self.clone();
+        let probe = detached(async move {
+            match &db {
+                Db::Postgres(_) => db.ping().await,
+                Db::Sqlite { .. } => db.begin().await?.rollback().await,
+            }
+        });
+        tokio::time::timeout(within, probe)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
     /// Connections currently checked out of the pool.
@@ -180,6 +246,33 @@ impl Db {
             .execute(c)
             .await
             .map(|_| ()))
+    }
+}
+
+async fn lock_gate(
+    gate: &Arc<Mutex<()>>,
+    timeout: Duration,
+) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
+    tokio::time::timeout(timeout, gate.clone().lock_owned())
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)
+}
+
+/// Runs `work` in a task of its own and waits for it: if the caller is dropped (a
+/// client disconnected, a deadline passed), the work still runs to its end, so no
+/// transaction, lock or connection setting is abandoned half-way. A panic in `work`
+/// surfaces as [`sqlx::Error::WorkerCrashed`].
+pub async fn detached<T, F>(work: F) -> Result<T, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "detached database work failed");
+            Err(sqlx::Error::WorkerCrashed)
+        }
     }
 }
 

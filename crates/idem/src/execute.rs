@@ -16,9 +16,15 @@
 //! - While executing, the executor renews its lease every lease/3; an executor whose
 //!   claim was taken over cannot commit, and answers as a retry would.
 //! - Duplicates of a key executing on this node wait on an in-process channel and hold no
-//!   database connection; duplicates of a key executing elsewhere poll with backoff.
+//!   database connection; duplicates of a key executing elsewhere poll with backoff, one
+//!   poller per scope per node (the others wait on it in-process).
 //! - Completed records are immutable until they expire, so they are served from an
 //!   in-memory cache without touching the database.
+//! - A started write is finished whatever the client does: everything past the replay
+//!   cache runs in a task of its own (tracked, so shutdown can wait for it), and the
+//!   request only waits for its answer. A client that leaves drops the answer, never the
+//!   claim, the transaction or the audit row; its retry replays the result. Only waiting
+//!   (for a duplicate in flight) stops when the client leaves, since it holds nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +36,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::db::{Db, Ts, Tx};
@@ -338,7 +346,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     audit: AuditQueue,
     emitter: Arc<dyn Emitter>,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
+    executions: TaskTracker,
     local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
     cache: Mutex<ReplayCache>,
     #[cfg(feature = "test-hooks")]
@@ -407,7 +416,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         audit: AuditQueue,
         emitter: Arc<dyn Emitter>,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: CancellationToken,
     ) -> Self {
         let replay_budget = cfg.replay_cache_bytes;
         Self {
@@ -418,6 +427,7 @@ impl Engine {
                 audit,
                 emitter,
                 shutdown,
+                executions: TaskTracker::new(),
                 local: Mutex::new(HashMap::new()),
                 cache: Mutex::new(ReplayCache::new(replay_budget)),
                 #[cfg(feature = "test-hooks")]
@@ -469,17 +479,69 @@ impl Engine {
             .inc();
     }
 
-    /// Runs one idempotent write through the state machine.
-    pub async fn run<O: Operation>(&self, req: WriteRequest, op: O) -> Outcome<O::Error> {
+    /// Writes still running (their clients may have gone).
+    pub fn executions_running(&self) -> usize {
+        self.inner.executions.len()
+    }
+
+    /// Waits until every started write has finished (call after the server stopped
+    /// taking requests; bound it with a timeout).
+    pub async fn drain(&self) {
+        self.inner.executions.close();
+        self.inner.executions.wait().await;
+    }
+
+    /// Runs one idempotent write through the state machine. A completed key in the
+    /// replay cache is answered here; anything else runs detached from the caller, so
+    /// dropping this future (a client disconnecting) never cuts a write short.
+    pub async fn run<O>(&self, req: WriteRequest, op: O) -> Outcome<O::Error>
+    where
+        O: Operation + 'static,
+    {
         let started = Instant::now();
+        if let Some(hit) = self.cached(&req.scope) {
+            let result = replay(&hit, &req.fingerprint);
+            self.observe(&req, &result, started.elapsed(), 0);
+            return Outcome { result, held: None };
+        }
+        let client = CancellationToken::new();
+        let _gone_on_drop = client.clone().drop_guard();
+        let engine = self.clone();
+        let task = self
+            .inner
+            .executions
+            .spawn(async move { engine.run_detached(req, op, started, client).await });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "idempotent write task failed");
+                Outcome {
+                    result: Err(WriteError::Store(sqlx::Error::WorkerCrashed)),
+                    held: None,
+                }
+            }
+        }
+    }
+
+    async fn run_detached<O: Operation>(
+        &self,
+        req: WriteRequest,
+        op: O,
+        started: Instant,
+        client: CancellationToken,
+    ) -> Outcome<O::Error> {
         let wait = req.wait.map(|w| w.min(self.inner.cfg.max_wait));
         let deadline = wait.map(|w| started + w);
         let mut held = false;
         let mut workflows = 0;
         let result = self
-            .drive(&req, &op, deadline, &mut held, &mut workflows)
+            .drive(&req, &op, deadline, &client, &mut held, &mut workflows)
             .await;
-        self.observe(&req, &result, started.elapsed(), workflows);
+        // A waiter whose client left has no outcome to record; an execution always has.
+        let gave_up_waiting = client.is_cancelled() && matches!(result, Err(WriteError::InFlight));
+        if !gave_up_waiting {
+            self.observe(&req, &result, started.elapsed(), workflows);
+        }
         Outcome {
             result,
             held: if held { wait } else { None },
@@ -491,39 +553,47 @@ impl Engine {
         req: &WriteRequest,
         op: &O,
         deadline: Option<Instant>,
+        client: &CancellationToken,
         held: &mut bool,
         workflows: &mut u32,
     ) -> Result<WriteReply, WriteError<O::Error>> {
         let inner = &*self.inner;
         let mut lost = 0;
         let mut poll = Duration::from_millis(10);
+        // Held from the first claim attempt until this request is answered: the node's
+        // other duplicates of the scope wait on it, whether it executes or polls.
+        let mut local_guard: Option<LocalGuard<'_>> = None;
         loop {
             if let Some(hit) = self.cached(&req.scope) {
                 return replay(&hit, &req.fingerprint);
             }
-            let guard = match self.enter_local(&req.scope) {
-                Ok(guard) => guard,
-                Err(mut rx) => {
-                    let Some(deadline) = deadline else {
-                        return Err(WriteError::InFlight);
-                    };
-                    *held = true;
-                    inner.metrics.waiters.inc();
-                    let woke = tokio::select! {
-                        r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
-                        () = inner.shutdown.cancelled() => {
-                            inner.metrics.waiters.dec();
-                            return Err(WriteError::ShuttingDown);
+            if local_guard.is_none() {
+                match self.enterlocal_guard(&req.scope) {
+                    Ok(guard) => local_guard = Some(guard),
+                    Err(mut rx) => {
+                        let Some(deadline) = deadline else {
+                            return Err(WriteError::InFlight);
+                        };
+                        *held = true;
+                        inner.metrics.waiters.inc();
+                        let woke = tokio::select! {
+                            r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
+                            () = client.cancelled() => false,
+                            () = inner.shutdown.cancelled() => {
+                                inner.metrics.waiters.dec();
+                                return Err(WriteError::ShuttingDown);
+                            }
+                        };
+                        inner.metrics.waiters.dec();
+                        if !woke {
+                            return Err(WriteError::InFlight);
                         }
-                    };
-                    inner.metrics.waiters.dec();
-                    if !woke {
-                        return Err(WriteError::InFlight);
+                        continue;
                     }
-                    continue;
                 }
-            };
+            }
             let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
+            self.hold("claim", &req.scope).await;
             let claim = store::claim(
                 &inner.db,
                 &req.scope,
@@ -536,7 +606,6 @@ impl Engine {
             .map_err(WriteError::Store)?;
             match claim {
                 Claim::Existing(record) if record.state == RecordState::Completed => {
-                    drop(guard);
                     let cached = Arc::new(Cached {
                         fingerprint: record.fingerprint,
                         body: Bytes::from(record.response_body.unwrap_or_default()),
@@ -548,7 +617,8 @@ impl Engine {
                 }
                 Claim::Existing(_) => {
                     // In flight on another node: poll until it finishes or the wait ends.
-                    drop(guard);
+                    // The local guard stays held while polling, so this node's other
+                    // duplicates park on it and one poller per scope reads the store.
                     let Some(deadline) = deadline else {
                         return Err(WriteError::InFlight);
                     };
@@ -559,31 +629,29 @@ impl Engine {
                     *held = true;
                     inner.metrics.waiters.inc();
                     let stopped = tokio::select! {
-                        () = tokio::time::sleep(poll.min(deadline - now)) => false,
-                        () = inner.shutdown.cancelled() => true,
+                        () = tokio::time::sleep(poll.min(deadline - now)) => None,
+                        () = client.cancelled() => Some(WriteError::InFlight),
+                        () = inner.shutdown.cancelled() => Some(WriteError::ShuttingDown),
                     };
                     inner.metrics.waiters.dec();
-                    if stopped {
-                        return Err(WriteError::ShuttingDown);
+                    if let Some(e) = stopped {
+                        return Err(e);
                     }
                     poll = (poll * 2).min(Duration::from_millis(250));
                 }
-                Claim::Claimed { fence } => {
-                    match self.execute(req, op, fence, ttl).await {
-                        Executed::Done(reply) => return Ok(reply),
-                        Executed::Failed(e, n) => {
-                            *workflows = n;
-                            return Err(e);
-                        }
-                        Executed::LostClaim => {
-                            lost += 1;
-                            if lost >= MAX_LOST_CLAIMS {
-                                return Err(WriteError::InFlight);
-                            }
+                Claim::Claimed { fence } => match self.execute(req, op, fence, ttl).await {
+                    Executed::Done(reply) => return Ok(reply),
+                    Executed::Failed(e, n) => {
+                        *workflows = n;
+                        return Err(e);
+                    }
+                    Executed::LostClaim => {
+                        lost += 1;
+                        if lost >= MAX_LOST_CLAIMS {
+                            return Err(WriteError::InFlight);
                         }
                     }
-                    drop(guard);
-                }
+                },
             }
         }
     }
@@ -592,7 +660,7 @@ impl Engine {
         self.inner.cache.lock().get(scope)
     }
 
-    fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
+    fn enterlocal_guard(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
         let mut local = self.inner.local.lock();
         if let Some(rx) = local.get(scope) {
             return Err(rx.clone());
@@ -697,6 +765,7 @@ impl Engine {
         let inner = &*self.inner;
         let started = Instant::now();
         let id = req.scope.deterministic_id();
+        self.hold("begin", &req.scope).await;
         let mut tx = inner.db.begin().await?;
         match op.find_existing(&mut tx, &req.scope.tenant, id).await {
             Ok(Some(existing)) => {
@@ -719,6 +788,7 @@ impl Engine {
             emitter: &*inner.emitter,
             workflows_triggered: 0,
         };
+        self.hold("execute", &req.scope).await;
         let created = op.execute(&mut ctx).await;
         let workflows = ctx.workflows_triggered;
         let created = match created {
@@ -740,7 +810,9 @@ impl Engine {
             return Ok(TxOutcome::Lost);
         }
         let row = audit_row(req, id, "new", started.elapsed(), workflows, None);
+        self.hold("audit", &req.scope).await;
         insert_audit(&mut tx, &row).await?;
+        self.hold("commit", &req.scope).await;
         tx.commit().await?;
         inner
             .metrics

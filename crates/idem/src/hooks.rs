@@ -1,7 +1,10 @@
 //! Test-only hold points inside the executor (feature `test-hooks`, never in release builds).
 //!
-//! Points: `claimed` (after the claim, before the transaction) and `before_complete`
-//! (inside the transaction, after the operation's writes, before the fenced completion).
+//! Points, in the order an execution reaches them: `claim` (before the claim statement),
+//! `claimed` (after the claim, before the transaction), `begin` (before the write gate
+//! and `BEGIN`), `execute` (inside the transaction, before the operation runs),
+//! `before_complete` (after the operation's writes, before the fenced completion),
+//! `audit` (before the `new` audit row) and `commit` (before `COMMIT`).
 //! In-process tests [`TestHooks::arm`] a point: the first executor to reach it parks until
 //! released. Multi-process tests set `IDEM_TEST_HOLD=<point>:<millis>:<key prefix>`:
 //! every executor whose key starts with the prefix sleeps that long at the point.
@@ -22,6 +25,7 @@ pub struct TestHooks {
     env: Option<(String, Duration, String)>,
     armed: Mutex<HashMap<&'static str, HoldHandle>>,
     renewal_paused: Arc<AtomicBool>,
+    reached: Mutex<HashMap<&'static str, u64>>,
 }
 
 /// One armed hold.
@@ -72,11 +76,17 @@ impl TestHooks {
         handle
     }
 
+    /// How many times executors have reached `point` so far.
+    pub fn times_reached(&self, point: &'static str) -> u64 {
+        self.reached.lock().get(point).copied().unwrap_or(0)
+    }
+
     pub(crate) fn renewal_paused(&self) -> Arc<AtomicBool> {
         self.renewal_paused.clone()
     }
 
     pub(crate) async fn reach(&self, point: &'static str, scope: &Scope) {
+        *self.reached.lock().entry(point).or_default() += 1;
         if let Some((p, pause, prefix)) = &self.env {
             if p == point && scope.key.as_str().starts_with(prefix.as_str()) {
                 tokio::time::sleep(*pause).await;

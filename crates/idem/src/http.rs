@@ -323,7 +323,7 @@ impl Gate {
         make: F,
     ) -> Response
     where
-        O: Operation,
+        O: Operation + 'static,
         O::Error: IntoResponse,
         F: FnOnce(Value) -> O,
     {
@@ -438,11 +438,14 @@ pub fn store_error(e: &sqlx::Error) -> Problem {
         sqlx::Error::Database(d) => d
             .code()
             // PostgreSQL connection exceptions (08), insufficient resources (53, e.g. too
-            // many connections), operator intervention (57P); SQLite busy (5) / locked (6).
+            // many connections), operator intervention (57P), a statement or lock timeout
+            // (57014, 55P03: the transaction rolled back); SQLite busy (5) / locked (6).
             .is_some_and(|c| {
                 c.starts_with("08")
                     || c.starts_with("53")
                     || c.starts_with("57P")
+                    || c == "57014"
+                    || c == "55P03"
                     || c == "5"
                     || c == "6"
             }),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::FromRow;
 
-use crate::db::{Db, Ts};
+use crate::db::{detached, Db, Ts};
 use crate::telemetry::Metrics;
 
 /// Health numbers of the key table.
@@ -117,32 +117,41 @@ pub enum PruneOutcome {
 const PRUNE_LOCK: i64 = 0x1de3_9a0e;
 const SQLITE_BATCH: i64 = 5000;
 
-/// Deletes expired records in batches (one node at a time on PostgreSQL).
+/// Deletes expired records in batches (one node at a time on PostgreSQL). Runs detached:
+/// a caller stopped mid-run (shutdown) never leaves a transaction or lock behind.
 pub async fn prune(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
+    let db = db.clone();
+    detached(async move { prune_now(&db).await }).await
+}
+
+async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
     match db {
         Db::Postgres(pool) => {
-            let mut conn = pool.acquire().await?;
-            let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            // A transaction-scoped lock: nothing outlives the transaction, so the prune
+            // also works through a transaction-pooling proxy.
+            let mut tx = pool.begin().await?;
+            // Background work may take longer than a request's statement budget.
+            sqlx::query("set local statement_timeout = '15min'")
+                .execute(&mut *tx)
+                .await?;
+            let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
                 .bind(PRUNE_LOCK)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut *tx)
                 .await?;
             if !locked {
+                tx.rollback().await?;
                 return Ok(PruneOutcome::Skipped);
             }
-            let result: Result<i64, sqlx::Error> =
-                sqlx::query_scalar("select retention_prune_idempotency_keys()")
-                    .fetch_one(&mut *conn)
-                    .await;
-            let _ = sqlx::query("select pg_advisory_unlock($1)")
-                .bind(PRUNE_LOCK)
-                .execute(&mut *conn)
-                .await;
-            Ok(PruneOutcome::Pruned(u64::try_from(result?).unwrap_or(0)))
+            let deleted: i64 = sqlx::query_scalar("select retention_prune_idempotency_keys()")
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(PruneOutcome::Pruned(u64::try_from(deleted).unwrap_or(0)))
         }
         Db::Sqlite { pool, .. } => {
             let mut total = 0u64;
             loop {
-                let _gate = db.write_gate().await;
+                let _gate = db.write_gate().await?;
                 let now = Ts::now();
                 let n = sqlx::query(
                     "delete from idempotency_keys where (tenant, operation, idem_key) in \

@@ -8,12 +8,14 @@
 //!   `fence`, so an executor whose claim was taken over can change nothing (fencing).
 //! - Completion runs inside the operation's own transaction, so the business write and
 //!   the completed record commit together or not at all.
+//! - Claim, release and renewal run [`detached`]: a caller that is cancelled mid-way
+//!   (a client gone, a deadline) cannot leave a connection relaxed or a gate taken.
 
 use std::time::Duration;
 
 use sqlx::FromRow;
 
-use crate::db::{Db, Id, Ts, Tx};
+use crate::db::{detached, Db, Id, Ts, Tx};
 use crate::key::Scope;
 
 /// The state of a stored record.
@@ -144,15 +146,21 @@ pub async fn claim(
     lease: Duration,
     ttl: Duration,
 ) -> Result<Claim, sqlx::Error> {
-    loop {
-        if let Some(fence) = claim_once(db, scope, fingerprint, request_id, lease, ttl).await? {
-            return Ok(Claim::Claimed { fence });
+    let (db, scope) = (db.clone(), scope.clone());
+    let (fingerprint, request_id) = (fingerprint.to_owned(), request_id.to_owned());
+    detached(async move {
+        loop {
+            let claimed = claim_once(&db, &scope, &fingerprint, &request_id, lease, ttl).await?;
+            if let Some(fence) = claimed {
+                return Ok(Claim::Claimed { fence });
+            }
+            if let Some(record) = load(&db, &scope).await? {
+                return Ok(Claim::Existing(record));
+            }
+            // Released between our insert and our read: try again.
         }
-        if let Some(record) = load(db, scope).await? {
-            return Ok(Claim::Existing(record));
-        }
-        // Released between our insert and our read: try again.
-    }
+    })
+    .await
 }
 
 macro_rules! claim_query {
@@ -200,7 +208,7 @@ async fn claim_once(
             .await
         }
         Db::Sqlite { pool, .. } => {
-            let _gate = db.write_gate().await;
+            let _gate = db.write_gate().await?;
             let mut conn = pool.acquire().await?;
             sqlx::query("pragma synchronous = normal")
                 .execute(&mut *conn)
@@ -271,7 +279,12 @@ pub async fn complete(
 
 /// Frees the key held under `fence` (after a failed execution).
 pub async fn release(db: &Db, scope: &Scope, fence: i64) -> Result<(), sqlx::Error> {
-    let _gate = db.write_gate().await;
+    let (db, scope) = (db.clone(), scope.clone());
+    detached(async move { release_now(&db, &scope, fence).await }).await
+}
+
+async fn release_now(db: &Db, scope: &Scope, fence: i64) -> Result<(), sqlx::Error> {
+    let _gate = db.write_gate().await?;
     on_db!(db, |c| {
         sqlx::query(
             "delete from idempotency_keys where tenant = $1 and operation = $2 \
@@ -294,7 +307,17 @@ pub async fn renew(
     fence: i64,
     lease: Duration,
 ) -> Result<bool, sqlx::Error> {
-    let _gate = db.write_gate().await;
+    let (db, scope) = (db.clone(), scope.clone());
+    detached(async move { renew_now(&db, &scope, fence, lease).await }).await
+}
+
+async fn renew_now(
+    db: &Db,
+    scope: &Scope,
+    fence: i64,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let _gate = db.write_gate().await?;
     let n = on_db!(db, |c| {
         sqlx::query(
             "update idempotency_keys set lease_until = $1 where tenant = $2 and operation = $3 \

@@ -134,7 +134,7 @@ pub async fn gated<O, F>(
     make: F,
 ) -> Response
 where
-    O: Operation<Error = AppError>,
+    O: Operation<Error = AppError> + 'static,
     F: FnOnce(Value) -> O,
 {
     if let Err(e) = tenant.require(need) {

@@ -157,12 +157,12 @@ pub(super) fn public_paths(paths: PathsBuilder) -> PathsBuilder {
         .build();
     let readyz = public(
         "readyz",
-        "The database is reachable",
+        "A write can start (the database answers; on SQLite the writer slot and write lock are free)",
         json("Ready.", status()).build(),
     )
     .response(
         "503",
-        json("The database is unreachable.", status()).build(),
+        json("A write cannot start within 2 s.", status()).build(),
     );
     paths
         .path(
@@ -270,7 +270,12 @@ pub(super) fn schemas(c: ComponentsBuilder) -> ComponentsBuilder {
             .req(
                 "components",
                 Obj::new("Per component.")
-                    .req("database", component("Reachability, latency and pool."))
+                    .req(
+                        "database",
+                        component(
+                            "Whether a write can start (`writable`), probe latency and pool.",
+                        ),
+                    )
                     .req("idempotency", idem_stats)
                     .req(
                         "prune_job",

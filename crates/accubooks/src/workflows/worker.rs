@@ -17,8 +17,10 @@
 //!   `--webhook-max-attempts`, then the instance is `failed` with the last error; a
 //!   target refused by the SSRF rules fails at once. Errors never carry the URL or the
 //!   body (which may embed secrets).
-//! - Shutdown stops claiming, waits for running attempts up to the webhook timeout,
-//!   then aborts the rest and hands their rows back (`pending`, due now).
+//! - Shutdown stops claiming, waits for running attempts up to [`DRAIN_GRACE`] (or the
+//!   webhook timeout, if shorter), then aborts the rest and hands their rows back
+//!   (`pending`, due now), so another node can run them at once; this fits in the
+//!   server's drain reserve for background work.
 //! - Every sleep is cancellable; the loop is woken by local commits and polls with
 //!   backoff (50 ms doubling to 1 s) otherwise.
 
@@ -41,6 +43,8 @@ mod deliver;
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_secs(1);
 const BATCH: usize = 8;
+/// Longest a stopping worker waits for its running attempts.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Worker settings (from `accubooks serve`).
 #[derive(Debug, Clone)]
@@ -160,7 +164,7 @@ impl Worker {
     }
 
     async fn drain(&self, mut tasks: JoinSet<()>) {
-        let wait = self.cfg.timeout + Duration::from_secs(1);
+        let wait = (self.cfg.timeout + Duration::from_millis(500)).min(DRAIN_GRACE);
         let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(wait, all).await.is_err() {
             tasks.abort_all();
@@ -308,7 +312,7 @@ impl Worker {
             ),
             Outcome::Retry(e) | Outcome::Failed(e) => ("failed", Some(e.as_str()), now, Some(now)),
         };
-        let _gate = self.db.write_gate().await;
+        let _gate = self.db.write_gate().await?;
         let n = on_db!(&self.db, |c| {
             sqlx::query(
             "update workflow_instances set status = $1, last_error = $2, next_attempt_at = $3, \
@@ -333,7 +337,7 @@ impl Worker {
     /// Hands a claimed row back (shutdown): `pending`, due now.
     async fn release(&self, company: Uuid, id: Uuid, token: Uuid) -> Result<(), sqlx::Error> {
         let now = Ts::now();
-        let _gate = self.db.write_gate().await;
+        let _gate = self.db.write_gate().await?;
         on_db!(&self.db, |c| sqlx::query(
             "update workflow_instances set status = 'pending', next_attempt_at = $1, \
              lease_until = null, claim_token = null, updated_at = $1 \

@@ -124,6 +124,16 @@ impl TestDb {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// The same database for a second node in this process; dropping it drops nothing.
+    pub fn another_node(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            backend: self.backend,
+            _dir: None,
+            pg_name: None,
+        }
+    }
 }
 
 impl Drop for TestDb {

@@ -6,6 +6,7 @@
 mod harness;
 
 mod access;
+mod cancellation;
 mod concurrency;
 mod contract;
 mod fencing;
