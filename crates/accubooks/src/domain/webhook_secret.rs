@@ -61,10 +61,16 @@ async fn current_row(db: &Db, company: Uuid) -> Result<Secret, sqlx::Error> {
     if let Some(s) = found {
         return Ok(s);
     }
-    let mut tx = db.begin().await?;
-    let s = ensure(&mut tx, company).await?;
-    tx.commit().await?;
-    Ok(s)
+    // First use writes the secret: in a task of its own, so a reader that goes away
+    // cannot leave the transaction half-done.
+    let db = db.clone();
+    idem::db::detached(async move {
+        let mut tx = db.begin().await?;
+        let s = ensure(&mut tx, company).await?;
+        tx.commit().await?;
+        Ok(s)
+    })
+    .await
 }
 
 /// The company's current signing secret (created on first use).
