@@ -59,6 +59,31 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One migration of either set, and whether the store has it.
+#[derive(Debug, Clone)]
+pub struct MigrationState {
+    /// Version.
+    pub version: i64,
+    /// What it does.
+    pub description: String,
+    /// Applied to this store.
+    pub applied: bool,
+}
+
+/// Every migration of idem and AccuBooks for this store, applied or pending.
+pub async fn migration_status(db: &Db) -> anyhow::Result<Vec<MigrationState>> {
+    let mut all = IDEM.listed(db).await?;
+    all.extend(APP_MIGRATIONS.listed(db).await?);
+    Ok(all
+        .into_iter()
+        .map(|(version, description, applied)| MigrationState {
+            version,
+            description,
+            applied,
+        })
+        .collect())
+}
+
 /// Versions not yet applied.
 pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
     let mut v = IDEM.pending(db).await?;
@@ -187,6 +212,7 @@ impl Application {
             // A statement running past the lease would outlive its claim anyway.
             statement_timeout: Some(args.lease),
             lock_timeout: Some(STORE_WAIT),
+            create_if_missing: true,
         };
         let db = Db::connect(&args.db.database_url, &connect)
             .await

@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "accubooks", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Print JSON instead of tables (operator commands).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -19,8 +22,84 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(Box<ServeArgs>),
-    /// Apply pending database migrations and exit.
-    Migrate(DbArgs),
+    /// Apply pending database migrations and exit (`--status`: only list them).
+    Migrate(MigrateArgs),
+    /// The idempotency key table: health numbers, one record, the prune.
+    Keys {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::keys::KeysCommand,
+    },
+    /// The audit log: compliance checks, failures, replays.
+    Audit {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::audit::AuditCommand,
+    },
+    /// Reports from the audit log (the weekly KPI report).
+    Report {
+        /// The store.
+        #[command(flatten)]
+        db: DbArgs,
+        /// Which report.
+        #[command(subcommand)]
+        command: crate::cli::report::ReportCommand,
+    },
+    /// Companies, through the running server's admin API.
+    Companies {
+        /// The server.
+        #[command(flatten)]
+        server: crate::cli::tenants::ServerArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::tenants::CompaniesCommand,
+    },
+    /// API tokens, through the running server's admin API.
+    Tokens {
+        /// The server.
+        #[command(flatten)]
+        server: crate::cli::tenants::ServerArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cli::tenants::TokensCommand,
+    },
+    /// Load test a running server and check that no key executed twice.
+    Load(crate::cli::load::LoadArgs),
+    /// The API's contract.
+    Contract {
+        /// What to do.
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
+}
+
+/// `accubooks migrate` options.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The store.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// List applied and pending migrations; apply nothing (exit 1 when some are pending).
+    #[arg(long)]
+    pub status: bool,
+}
+
+/// `accubooks contract …`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Check that the registry, the OpenAPI document and CONTRACT.md agree on every
+    /// operation (name, type, method, route).
+    Verify {
+        /// The contract document to check.
+        #[arg(long, default_value = "docs/CONTRACT.md")]
+        contract: std::path::PathBuf,
+    },
 }
 
 /// Where the database is.

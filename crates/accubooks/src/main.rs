@@ -1,6 +1,6 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     accubooks::cli::run(accubooks::config::Cli::parse()).await
 }

@@ -166,6 +166,30 @@ op!(
     ["webhook_secrets", "webhook_secret_rotations"],
     true
 );
+/// The table holding an operation's record row (the row whose id is the deterministic
+/// id): what `audit verify` checks every `new` audit row against.
+pub fn record_table(operation: &str) -> Option<&'static str> {
+    Some(match operation {
+        "createCustomer" => "customers",
+        "createEmployee" => "employees",
+        "updateCompanySettings" => "settings_versions",
+        "grantUserAccess" => "access_grants",
+        "createInvoice" => "invoices",
+        "finalizeInvoice" => "invoice_finalizations",
+        "createPayment" => "payments",
+        "createRefund" => "refunds",
+        "executePayroll" => "payroll_runs",
+        "createBankTransaction" => "bank_transactions",
+        "reconcileLedger" => "reconciliations",
+        "createInventoryItem" => "inventory_items",
+        "adjustInventory" => "inventory_adjustments",
+        "createWorkflow" => "workflows",
+        "updateWorkflow" => "workflow_updates",
+        "triggerWorkflow" => "workflow_instances",
+        "rotateWebhookSecret" => "webhook_secret_rotations",
+        _ => return None,
+    })
+}
 
 /// The registry: operations and exempt routes.
 pub fn registry() -> Registry {
@@ -197,4 +221,20 @@ pub fn registry() -> Registry {
             "/admin/companies/{company_id}/tokens",
             "operator action: issues a token",
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_operation_names_its_record_table() {
+        for def in registry().operations() {
+            assert!(
+                record_table(def.name).is_some_and(|t| def.tables.contains(&t)),
+                "{}: record table missing or not among its tables",
+                def.name
+            );
+        }
+    }
 }

@@ -75,6 +75,9 @@ pub struct ConnectOptions {
     /// (`lock_timeout`), so a write queued behind another gives up instead of holding
     /// its connection until the lock frees.
     pub lock_timeout: Option<Duration>,
+    /// SQLite: create the file when it does not exist (the server does; an operator
+    /// command pointed at a wrong path should say so instead).
+    pub create_if_missing: bool,
 }
 
 impl Default for ConnectOptions {
@@ -85,6 +88,7 @@ impl Default for ConnectOptions {
             idle_in_transaction_timeout: None,
             statement_timeout: None,
             lock_timeout: None,
+            create_if_missing: true,
         }
     }
 }
@@ -119,7 +123,7 @@ impl Db {
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
+                .create_if_missing(opts.create_if_missing)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(opts.acquire_timeout)

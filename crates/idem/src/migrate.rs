@@ -48,6 +48,17 @@ impl MigrationSet {
 
     /// Versions of this set not yet applied to `db`.
     pub async fn pending(&self, db: &Db) -> Result<Vec<i64>, sqlx::Error> {
+        Ok(self
+            .listed(db)
+            .await?
+            .into_iter()
+            .filter(|(_, _, applied)| !applied)
+            .map(|(v, _, _)| v)
+            .collect())
+    }
+
+    /// Every migration of this set: version, description, and whether `db` has it.
+    pub async fn listed(&self, db: &Db) -> Result<Vec<(i64, String, bool)>, sqlx::Error> {
         let migrator = self.for_db(db);
         let applied: Vec<i64> = match on_db!(db, |c| {
             sqlx::query_scalar::<_, i64>("select version from _sqlx_migrations where success")
@@ -62,8 +73,10 @@ impl MigrationSet {
         Ok(migrator
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
+            .map(|m| {
+                let done = applied.contains(&m.version);
+                (m.version, m.description.to_string(), done)
+            })
             .collect())
     }
 }

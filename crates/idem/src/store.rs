@@ -334,3 +334,29 @@ async fn renew_now(
     })?;
     Ok(n == 1)
 }
+
+/// Frees an in-flight claim by hand (an operator's release), only if it is still exactly
+/// the claim that was read: the same fence and the same lease end. A live executor renews
+/// its lease, so a claim it renewed since is never released. Returns whether it was.
+pub async fn release_unchanged(
+    tx: &mut Tx,
+    scope: &Scope,
+    fence: i64,
+    lease_until: Ts,
+) -> Result<bool, sqlx::Error> {
+    let n = on_tx!(tx, |c| {
+        sqlx::query(
+            "delete from idempotency_keys where tenant = $1 and operation = $2 \
+             and idem_key = $3 and fence = $4 and state = 'in_flight' and lease_until = $5",
+        )
+        .bind(&scope.tenant)
+        .bind(scope.operation)
+        .bind(scope.key.as_str())
+        .bind(fence)
+        .bind(lease_until)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(n == 1)
+}

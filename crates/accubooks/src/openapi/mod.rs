@@ -51,6 +51,11 @@ impl OpenApiJson {
     }
 }
 
+/// The document for `registry` as JSON (for checks such as `accubooks contract verify`).
+pub fn document_json(registry: &Registry) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(document(registry))
+}
+
 /// Handles `GET /openapi.json`.
 pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     ([(CONTENT_TYPE, "application/json")], doc.0).into_response()

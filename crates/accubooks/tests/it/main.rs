@@ -7,6 +7,7 @@ mod harness;
 
 mod access;
 mod cancellation;
+mod cli;
 mod concurrency;
 mod contract;
 mod fencing;
