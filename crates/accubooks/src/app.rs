@@ -240,6 +240,9 @@ impl Application {
         let audit_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
+        for def in ops::registry().operations() {
+            metrics.init_operation(def.name, def.kind.label());
+        }
         let http_metrics = HttpMetrics::register(&mut registry);
         let outbox = OutboxHandle::new(&mut registry);
         let (audit, audit_writer) =
@@ -286,6 +289,7 @@ impl Application {
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
+            tokio::spawn(jobs::partitions_loop(state.clone(), shutdown.clone())),
             // Stops claiming at the signal; finishes or hands back its instances within
             // its drain grace, inside the background work's share of the reserve.
             tokio::spawn(worker.run(shutdown.clone())),

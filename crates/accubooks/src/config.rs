@@ -71,6 +71,9 @@ pub enum Command {
     },
     /// Load test a running server and check that no key executed twice.
     Load(crate::cli::load::LoadArgs),
+    /// Post-deploy check of a running server: every operation and its replay, health,
+    /// metrics and the OpenAPI document.
+    Smoke(crate::cli::tenants::ServerArgs),
     /// The API's contract.
     Contract {
         /// What to do.

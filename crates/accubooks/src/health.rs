@@ -38,22 +38,30 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Handles `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Handles `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
+/// else the Prometheus text format 0.0.4.
+pub async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
     state.http_metrics.publish_pool(&state.db);
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
         tracing::error!(error = %e, "metrics encoding failed");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    (
-        [(
-            http::header::CONTENT_TYPE,
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (content_type, body) = if crate::exposition::wants_openmetrics(accept) {
+        (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+            body,
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::exposition::to_prometheus_text(&body),
+        )
+    };
+    ([(http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn worst(a: HealthStatus, b: HealthStatus) -> HealthStatus {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use idem::hygiene::{self, KeyStats, PruneOutcome};
+use idem::retention::{self, PartitionOutcome};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +100,50 @@ pub async fn stats_loop(state: AppState, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
+/// Months of audit partitions kept ahead of the current one.
+pub const AUDIT_MONTHS_AHEAD: u32 = 3;
+
+/// Creates the audit log's monthly partitions ahead (PostgreSQL; one node at a time),
+/// logging what it did; a row in the default partition is reported as an error.
+pub async fn ensure_partitions_once(state: &AppState) -> Result<PartitionOutcome, sqlx::Error> {
+    let result =
+        retention::ensure_audit_partitions(&state.db, AUDIT_MONTHS_AHEAD, idem::Ts::now()).await;
+    match &result {
+        Ok(PartitionOutcome::Ensured {
+            created,
+            default_rows,
+        }) => {
+            if !created.is_empty() {
+                tracing::info!(partitions = ?created, "audit partitions created");
+            }
+            if *default_rows > 0 {
+                tracing::error!(
+                    rows = default_rows,
+                    "audit rows sit in the default partition: a month had no partition in time"
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "audit partitions could not be created"),
+    }
+    result
+}
+
+/// Ensures the audit partitions at start-up and then daily (an hour later after a
+/// failure) until shutdown.
+pub async fn partitions_loop(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let wait = match ensure_partitions_once(&state).await {
+            Ok(_) => Duration::from_secs(24 * 3600),
+            Err(_) => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

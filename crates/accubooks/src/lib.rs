@@ -2,11 +2,13 @@
 //! exactly-once, built on the `idem` framework.
 
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod exposition;
 pub mod health;
 pub mod jobs;
 pub mod money;

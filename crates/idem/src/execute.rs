@@ -45,7 +45,7 @@ use crate::fingerprint::Fingerprint;
 use crate::key::Scope;
 use crate::registry::OperationDef;
 use crate::store::{self, Claim, RecordState, StoredResponse};
-use crate::telemetry::{insert_audit, AuditQueue, AuditRow, Metrics};
+use crate::telemetry::{insert_audit, log_write, AuditQueue, AuditRow, Metrics};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -399,8 +399,36 @@ impl Drop for ClaimGuard {
     }
 }
 
+/// A request the gate refused before the engine, for [`Engine::record_rejected`].
+#[derive(Debug)]
+pub struct Rejected<'a> {
+    /// Tenant (authenticated before the gate).
+    pub tenant: &'a str,
+    /// The key, when the request carried a valid one.
+    pub key: Option<&'a crate::key::IdempotencyKey>,
+    /// Request id, user, method and path.
+    pub meta: &'a RequestMeta,
+    /// `missing_key`, `invalid_key`, `malformed_json`, `payload_too_large`,
+    /// `unsupported_media_type`.
+    pub error_type: &'static str,
+    /// The problem's detail (never the body).
+    pub message: &'a str,
+}
+
+/// What a run learned on the way, besides its result.
+#[derive(Debug, Default)]
+struct RunReport {
+    /// It parked (`Prefer: wait`).
+    held: bool,
+    /// Workflow instances the execution scheduled.
+    workflows: u32,
+    /// The duration the `new` audit row recorded.
+    recorded: Option<Duration>,
+}
+
 enum Executed<E> {
-    Done(WriteReply),
+    /// Answered; with the duration its `new` audit row recorded, when it executed.
+    Done(WriteReply, Option<Duration>),
     Failed(WriteError<E>, u32),
     LostClaim,
 }
@@ -457,26 +485,47 @@ impl Engine {
         &self.inner.hooks
     }
 
-    /// Counts a request refused before it reached the engine (`missing_key`, `invalid_key`).
-    pub fn record_rejected(&self, op: &'static OperationDef, error_type: &'static str) {
-        self.inner
-            .metrics
-            .writes
+    /// Records a request the gate refused before it reached the engine (missing or
+    /// invalid key, malformed JSON, body too large, wrong content type): the counters,
+    /// the log event and a `failed` audit row (key and deterministic id only when the
+    /// request carried a valid key).
+    pub fn record_rejected(&self, op: &'static OperationDef, rejected: Rejected<'_>) {
+        let m = &self.inner.metrics;
+        let (name, kind) = (op.name, op.kind.label());
+        m.writes
+            .get_or_create(&[("operation", name), ("type", kind), ("status", "failed")])
+            .inc();
+        m.failed
             .get_or_create(&[
-                ("operation", op.name),
-                ("type", op.kind.label()),
-                ("status", "failed"),
+                ("operation", name),
+                ("type", kind),
+                ("error_type", rejected.error_type),
             ])
             .inc();
-        self.inner
-            .metrics
-            .failed
-            .get_or_create(&[
-                ("operation", op.name),
-                ("type", op.kind.label()),
-                ("error_type", error_type),
-            ])
-            .inc();
+        let id = rejected
+            .key
+            .map(|k| Scope::new(rejected.tenant, op.name, k.clone()).deterministic_id());
+        let row = AuditRow {
+            id: Uuid::now_v7(),
+            operation_name: name,
+            operation_type: kind,
+            deterministic_id: id.map(|id| id.to_string()),
+            company_id: rejected.tenant.to_owned(),
+            user_id: rejected.meta.user_id.clone(),
+            status: "failed",
+            execution_duration_ms: 0.0,
+            timestamp: Ts::now(),
+            request_id: rejected.meta.request_id.clone(),
+            idempotency_key: rejected.key.map(|k| k.as_str().to_owned()),
+            route_path: rejected.meta.path.clone(),
+            http_method: rejected.meta.method.clone(),
+            workflows_triggered: 0,
+            side_effects_executed: false,
+            error_message: Some(rejected.message.to_owned()),
+            metadata: Some(serde_json::json!({ "error_type": rejected.error_type })),
+        };
+        log_write(&row, Some(rejected.error_type));
+        self.inner.audit.enqueue(row);
     }
 
     /// Writes still running (their clients may have gone).
@@ -532,19 +581,21 @@ impl Engine {
     ) -> Outcome<O::Error> {
         let wait = req.wait.map(|w| w.min(self.inner.cfg.max_wait));
         let deadline = wait.map(|w| started + w);
-        let mut held = false;
-        let mut workflows = 0;
+        let mut report = RunReport::default();
         let result = self
-            .drive(&req, &op, deadline, &client, &mut held, &mut workflows)
+            .drive(&req, &op, started, deadline, &client, &mut report)
             .await;
         // A waiter whose client left has no outcome to record; an execution always has.
         let gave_up_waiting = client.is_cancelled() && matches!(result, Err(WriteError::InFlight));
         if !gave_up_waiting {
-            self.observe(&req, &result, started.elapsed(), workflows);
+            // A new execution reports the duration its audit row holds (the whole run up
+            // to the row, written in the write's transaction): row and histogram agree.
+            let elapsed = report.recorded.unwrap_or_else(|| started.elapsed());
+            self.observe(&req, &result, elapsed, report.workflows);
         }
         Outcome {
             result,
-            held: if held { wait } else { None },
+            held: if report.held { wait } else { None },
         }
     }
 
@@ -552,10 +603,10 @@ impl Engine {
         &self,
         req: &WriteRequest,
         op: &O,
+        started: Instant,
         deadline: Option<Instant>,
         client: &CancellationToken,
-        held: &mut bool,
-        workflows: &mut u32,
+        report: &mut RunReport,
     ) -> Result<WriteReply, WriteError<O::Error>> {
         let inner = &*self.inner;
         let mut lost = 0;
@@ -574,7 +625,7 @@ impl Engine {
                         let Some(deadline) = deadline else {
                             return Err(WriteError::InFlight);
                         };
-                        *held = true;
+                        report.held = true;
                         inner.metrics.waiters.inc();
                         let woke = tokio::select! {
                             r = tokio::time::timeout_at(deadline.into(), rx.changed()) => r.is_ok(),
@@ -626,7 +677,7 @@ impl Engine {
                     if now >= deadline {
                         return Err(WriteError::InFlight);
                     }
-                    *held = true;
+                    report.held = true;
                     inner.metrics.waiters.inc();
                     let stopped = tokio::select! {
                         () = tokio::time::sleep(poll.min(deadline - now)) => None,
@@ -639,19 +690,24 @@ impl Engine {
                     }
                     poll = (poll * 2).min(Duration::from_millis(250));
                 }
-                Claim::Claimed { fence } => match self.execute(req, op, fence, ttl).await {
-                    Executed::Done(reply) => return Ok(reply),
-                    Executed::Failed(e, n) => {
-                        *workflows = n;
-                        return Err(e);
-                    }
-                    Executed::LostClaim => {
-                        lost += 1;
-                        if lost >= MAX_LOST_CLAIMS {
-                            return Err(WriteError::InFlight);
+                Claim::Claimed { fence } => {
+                    match self.execute(req, op, started, fence, ttl).await {
+                        Executed::Done(reply, d) => {
+                            report.recorded = d;
+                            return Ok(reply);
+                        }
+                        Executed::Failed(e, n) => {
+                            report.workflows = n;
+                            return Err(e);
+                        }
+                        Executed::LostClaim => {
+                            lost += 1;
+                            if lost >= MAX_LOST_CLAIMS {
+                                return Err(WriteError::InFlight);
+                            }
                         }
                     }
-                },
+                }
             }
         }
     }
@@ -679,6 +735,7 @@ impl Engine {
         &self,
         req: &WriteRequest,
         op: &O,
+        started: Instant,
         fence: i64,
         ttl: Duration,
     ) -> Executed<O::Error> {
@@ -700,10 +757,10 @@ impl Engine {
         )));
         self.hold("claimed", &req.scope).await;
 
-        let outcome = self.transact(req, op, fence, ttl).await;
+        let outcome = self.transact(req, op, started, fence, ttl).await;
         drop(renewer);
         match outcome {
-            Ok(TxOutcome::Committed(reply)) => {
+            Ok(TxOutcome::Committed(reply, recorded)) => {
                 claim.armed = false;
                 let cached = Arc::new(Cached {
                     fingerprint: req.fingerprint.as_str().to_owned(),
@@ -712,7 +769,7 @@ impl Engine {
                     expires_at: Ts::now().plus(ttl),
                 });
                 inner.cache.lock().put(req.scope.clone(), cached);
-                Executed::Done(reply)
+                Executed::Done(reply, Some(recorded))
             }
             Ok(TxOutcome::Lost) => {
                 claim.armed = false;
@@ -721,11 +778,14 @@ impl Engine {
             Ok(TxOutcome::Existing(existing)) => {
                 release_now(&mut claim).await;
                 if existing.fingerprint == req.fingerprint.as_str() {
-                    Executed::Done(WriteReply {
-                        replayed: true,
-                        body: Bytes::from(existing.body),
-                        location: existing.location,
-                    })
+                    Executed::Done(
+                        WriteReply {
+                            replayed: true,
+                            body: Bytes::from(existing.body),
+                            location: existing.location,
+                        },
+                        None,
+                    )
                 } else {
                     Executed::Failed(WriteError::Mismatch, 0)
                 }
@@ -759,11 +819,11 @@ impl Engine {
         &self,
         req: &WriteRequest,
         op: &O,
+        started: Instant,
         fence: i64,
         ttl: Duration,
     ) -> Result<TxOutcome<O::Error>, sqlx::Error> {
         let inner = &*self.inner;
-        let started = Instant::now();
         let id = req.scope.deterministic_id();
         self.hold("begin", &req.scope).await;
         let mut tx = inner.db.begin().await?;
@@ -809,7 +869,8 @@ impl Engine {
             tx.rollback().await?;
             return Ok(TxOutcome::Lost);
         }
-        let row = audit_row(req, id, "new", started.elapsed(), workflows, None);
+        let recorded = started.elapsed();
+        let row = audit_row(req, id, "new", recorded, workflows, None, None);
         self.hold("audit", &req.scope).await;
         insert_audit(&mut tx, &row).await?;
         self.hold("commit", &req.scope).await;
@@ -819,11 +880,14 @@ impl Engine {
             .workflows_triggered
             .get_or_create(&op_labels(req.op))
             .inc_by(u64::from(workflows));
-        Ok(TxOutcome::Committed(WriteReply {
-            replayed: false,
-            body: Bytes::from(stored.body),
-            location: stored.location,
-        }))
+        Ok(TxOutcome::Committed(
+            WriteReply {
+                replayed: false,
+                body: Bytes::from(stored.body),
+                location: stored.location,
+            },
+            recorded,
+        ))
     }
 
     fn observe<E: OperationError>(
@@ -851,7 +915,10 @@ impl Engine {
             Err(WriteError::Mismatch) => (
                 "failed",
                 Some("mismatch"),
-                Some("idempotency key reused with another request".to_owned()),
+                Some(
+                    "idempotency key mismatch: the key was reused with a different request"
+                        .to_owned(),
+                ),
             ),
             Err(WriteError::Operation(e)) => {
                 ("failed", Some(e.error_type()), Some(e.audit_message()))
@@ -881,24 +948,13 @@ impl Engine {
             }
             None => {}
         }
-        tracing::info!(
-            target: "idem::write",
-            operation = op,
-            operation_type = kind,
-            status,
-            error_type = error_type.unwrap_or(""),
-            deterministic_id = %id,
-            company_id = %req.scope.tenant,
-            idempotency_key = %req.scope.key,
-            request_id = %req.meta.request_id,
-            duration_ms = ms,
-            workflows_triggered = workflows,
-            "idempotent write"
-        );
+        // Workflows of a failed execution were rolled back with it.
+        let workflows = if status == "new" { workflows } else { 0 };
+        let row = audit_row(req, id, status, elapsed, workflows, message, error_type);
+        log_write(&row, error_type);
         if status != "new" {
-            self.inner
-                .audit
-                .enqueue(audit_row(req, id, status, elapsed, 0, message));
+            // The new row was written in the write's own transaction.
+            self.inner.audit.enqueue(row);
         }
     }
 
@@ -922,7 +978,7 @@ impl Engine {
 }
 
 enum TxOutcome<E> {
-    Committed(WriteReply),
+    Committed(WriteReply, Duration),
     Existing(Existing),
     Failed(E, u32),
     Lost,
@@ -958,25 +1014,26 @@ fn audit_row(
     elapsed: Duration,
     workflows: u32,
     error: Option<String>,
+    error_type: Option<&str>,
 ) -> AuditRow {
     AuditRow {
         id: Uuid::now_v7(),
         operation_name: req.op.name,
         operation_type: req.op.kind.label(),
-        deterministic_id: id.to_string(),
+        deterministic_id: Some(id.to_string()),
         company_id: req.scope.tenant.clone(),
         user_id: req.meta.user_id.clone(),
         status,
         execution_duration_ms: elapsed.as_secs_f64() * 1000.0,
         timestamp: Ts::now(),
         request_id: req.meta.request_id.clone(),
-        idempotency_key: req.scope.key.as_str().to_owned(),
+        idempotency_key: Some(req.scope.key.as_str().to_owned()),
         route_path: req.meta.path.clone(),
         http_method: req.meta.method.clone(),
         workflows_triggered: i32::try_from(workflows).unwrap_or(i32::MAX),
         side_effects_executed: workflows > 0,
         error_message: error,
-        metadata: None,
+        metadata: error_type.map(|et| serde_json::json!({ "error_type": et })),
     }
 }
 

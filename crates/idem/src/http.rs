@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::execute::{Engine, Operation, RequestMeta, WriteError, WriteRequest};
+use crate::execute::{Engine, Operation, Rejected, RequestMeta, WriteError, WriteRequest};
 use crate::fingerprint::{parse_strict, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError, Scope};
 use crate::registry::OperationDef;
@@ -328,24 +328,55 @@ impl Gate {
         F: FnOnce(Value) -> O,
     {
         let (parts, body) = req.into_parts();
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(current_request_id);
+        let meta = RequestMeta {
+            request_id,
+            user_id: writer.user_id.clone(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        };
+        let key = IdempotencyKey::from_headers(&parts.headers);
+        // Refused before the engine: counted, logged and audited all the same.
+        let refuse = |problem: Problem, error_type: &'static str| {
+            self.engine.record_rejected(
+                def,
+                Rejected {
+                    tenant: &writer.tenant,
+                    key: key.as_ref().ok(),
+                    meta: &meta,
+                    error_type,
+                    message: &problem.detail,
+                },
+            );
+            problem.into_response()
+        };
         let bytes = match read_body(&parts.headers, body, self.body_limit).await {
             Ok(b) => b,
-            Err(p) => return p.into_response(),
+            Err(p) => {
+                let code = p.code;
+                return refuse(p, code);
+            }
         };
         let empty_allowed = bytes.is_empty() && def.empty_body_is_empty_object;
         let has_content_type = parts.headers.contains_key(CONTENT_TYPE);
         if !(is_json(&parts.headers) || (empty_allowed && !has_content_type)) {
-            return unsupported_media_type().into_response();
+            return refuse(unsupported_media_type(), "unsupported_media_type");
         }
-        let key = match IdempotencyKey::from_headers(&parts.headers) {
-            Ok(k) => k,
+        let key = match &key {
+            Ok(k) => k.clone(),
             Err(e) => {
                 let (code, label) = match e {
                     KeyError::Missing => ("idempotency_key_missing", "missing_key"),
                     KeyError::Invalid => ("idempotency_key_invalid", "invalid_key"),
                 };
-                self.engine.record_rejected(def, label);
-                return Problem::new(StatusCode::BAD_REQUEST, code, e.to_string()).into_response();
+                return refuse(
+                    Problem::new(StatusCode::BAD_REQUEST, code, e.to_string()),
+                    label,
+                );
             }
         };
         let value = if empty_allowed {
@@ -354,30 +385,20 @@ impl Gate {
             match parse_strict(&bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.engine.record_rejected(def, "malformed_json");
-                    return Problem::new(StatusCode::BAD_REQUEST, "malformed_json", e.0)
-                        .into_response();
+                    return refuse(
+                        Problem::new(StatusCode::BAD_REQUEST, "malformed_json", e.0),
+                        "malformed_json",
+                    );
                 }
             }
         };
-        let path = parts.uri.path().to_owned();
-        let fingerprint = Fingerprint::compute(parts.method.as_str(), &path, &value);
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(current_request_id);
+        let fingerprint = Fingerprint::compute(parts.method.as_str(), &meta.path, &value);
         let write = WriteRequest {
             op: def,
-            scope: Scope::new(writer.tenant, def.name, key),
+            scope: Scope::new(writer.tenant.clone(), def.name, key),
             fingerprint,
             wait: prefer_wait(&parts.headers),
-            meta: RequestMeta {
-                request_id,
-                user_id: writer.user_id,
-                method: parts.method.to_string(),
-                path,
-            },
+            meta,
         };
         let outcome = self.engine.run(write, make(value)).await;
         let mut res = match outcome.result {

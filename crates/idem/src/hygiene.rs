@@ -76,32 +76,89 @@ struct StatsRow {
     oldest_expired: Option<Ts>,
 }
 
-/// Reads the health numbers (one scan of the key table).
+/// Below this estimated size PostgreSQL counts the key table exactly.
+pub const EXACT_COUNT_BELOW: i64 = 100_000;
+
+#[derive(FromRow)]
+struct PgStatsRow {
+    estimate: i64,
+    expired: i64,
+    oldest_expired: Option<Ts>,
+    pending: i64,
+    oldest_pending: Option<Ts>,
+}
+
+/// Reads the health numbers.
+///
+/// PostgreSQL: the expired and in-flight figures are exact and cost what they count
+/// (the `expires_at` index and the partial in-flight index, never the whole table);
+/// `total_keys` is the planner's estimate (`pg_class.reltuples`, kept by autovacuum)
+/// once the table holds over [`EXACT_COUNT_BELOW`] rows, exact below. SQLite: one scan.
 pub async fn stats(db: &Db) -> Result<KeyStats, sqlx::Error> {
     let now = Ts::now();
-    let row = on_db!(db, |c| {
-        sqlx::query_as::<_, StatsRow>(
-        "select count(*) as total, \
-           sum(case when expires_at <= $1 then 1 else 0 end) as expired, \
-           sum(case when state = 'in_flight' and lease_until > $1 then 1 else 0 end) as pending, \
-           min(case when state = 'in_flight' and lease_until > $1 then created_at end) as oldest_pending, \
-           min(case when expires_at <= $1 then expires_at end) as oldest_expired \
-         from idempotency_keys"
-    )
-    .bind(now)
-    .fetch_one(c)
-    .await
-    })?;
+    let (total, expired, pending, oldest_pending, oldest_expired) = match db {
+        Db::Postgres(pool) => {
+            let row = sqlx::query_as::<_, PgStatsRow>(
+                "select \
+                   (select reltuples::bigint from pg_class \
+                     where oid = 'idempotency_keys'::regclass) as estimate, \
+                   e.expired, e.oldest_expired, p.pending, p.oldest_pending \
+                 from (select count(*) as expired, min(expires_at) as oldest_expired \
+                         from idempotency_keys where expires_at <= $1) e, \
+                      (select count(*) as pending, min(created_at) as oldest_pending \
+                         from idempotency_keys \
+                        where state = 'in_flight' and lease_until > $1) p",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            // reltuples is -1 before the first ANALYZE.
+            let total = if row.estimate < EXACT_COUNT_BELOW {
+                sqlx::query_scalar::<_, i64>("select count(*) from idempotency_keys")
+                    .fetch_one(pool)
+                    .await?
+            } else {
+                row.estimate
+            };
+            (
+                total,
+                row.expired,
+                row.pending,
+                row.oldest_pending,
+                row.oldest_expired,
+            )
+        }
+        Db::Sqlite { pool, .. } => {
+            let row = sqlx::query_as::<_, StatsRow>(
+                "select count(*) as total, \
+                   sum(case when expires_at <= $1 then 1 else 0 end) as expired, \
+                   sum(case when state = 'in_flight' and lease_until > $1 then 1 else 0 end) as pending, \
+                   min(case when state = 'in_flight' and lease_until > $1 then created_at end) as oldest_pending, \
+                   min(case when expires_at <= $1 then expires_at end) as oldest_expired \
+                 from idempotency_keys",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            (
+                row.total,
+                row.expired.unwrap_or(0),
+                row.pending.unwrap_or(0),
+                row.oldest_pending,
+                row.oldest_expired,
+            )
+        }
+    };
     let age = |t: Option<Ts>, unit: f64| {
         t.map(|t| ((now.micros() - t.micros()).max(0) as f64) / 1e6 / unit)
             .unwrap_or(0.0)
     };
     Ok(KeyStats {
-        total_keys: row.total,
-        expired_pending: row.expired.unwrap_or(0),
-        pending_requests: row.pending.unwrap_or(0),
-        oldest_pending_age_minutes: age(row.oldest_pending, 60.0),
-        oldest_expired_age_hours: age(row.oldest_expired, 3600.0),
+        total_keys: total,
+        expired_pending: expired,
+        pending_requests: pending,
+        oldest_pending_age_minutes: age(oldest_pending, 60.0),
+        oldest_expired_age_hours: age(oldest_expired, 3600.0),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod hygiene;
 pub mod key;
 pub mod migrate;
 pub mod registry;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 

@@ -192,6 +192,46 @@ impl Metrics {
     }
 }
 
+/// The error types of API.md whose series exist from start-up (see
+/// [`Metrics::init_operation`]).
+pub const ERROR_TYPES: [&str; 7] = [
+    "mismatch",
+    "in_flight",
+    "missing_key",
+    "invalid_key",
+    "validation",
+    "business_rule",
+    "internal",
+];
+
+impl Metrics {
+    /// Creates the zero series of one operation's counters, so that the first failure
+    /// of a kind after start-up is an increase Prometheus can see (`increase()` of a
+    /// series that appears at 1 is 0) and the rate ratios are defined from the start.
+    pub fn init_operation(&self, operation: &'static str, kind: &'static str) {
+        for status in ["new", "replayed", "failed"] {
+            let _ = self.writes.get_or_create(&[
+                ("operation", operation),
+                ("type", kind),
+                ("status", status),
+            ]);
+        }
+        for error_type in ERROR_TYPES {
+            let _ = self.failed.get_or_create(&[
+                ("operation", operation),
+                ("type", kind),
+                ("error_type", error_type),
+            ]);
+        }
+        let _ = self
+            .replayed
+            .get_or_create(&[("operation", operation), ("type", kind)]);
+        let _ = self
+            .workflows_triggered
+            .get_or_create(&[("operation", operation), ("type", kind)]);
+    }
+}
+
 /// One row of `idempotent_write_audit_log`.
 #[derive(Debug, Clone)]
 pub struct AuditRow {
@@ -201,8 +241,9 @@ pub struct AuditRow {
     pub operation_name: &'static str,
     /// `financial` / `high-risk`.
     pub operation_type: &'static str,
-    /// The operation record's UUIDv5, as text.
-    pub deterministic_id: String,
+    /// The operation record's UUIDv5, as text (none for a request refused before its
+    /// key was known).
+    pub deterministic_id: Option<String>,
     /// Tenant.
     pub company_id: String,
     /// Acting user.
@@ -215,8 +256,8 @@ pub struct AuditRow {
     pub timestamp: Ts,
     /// Request id.
     pub request_id: String,
-    /// Decoded key.
-    pub idempotency_key: String,
+    /// Decoded key (none when the request had no valid key).
+    pub idempotency_key: Option<String>,
     /// Request path.
     pub route_path: String,
     /// HTTP method.
@@ -242,14 +283,14 @@ macro_rules! bind_audit {
         $q.bind(crate::db::Id($r.id))
             .bind($r.operation_name)
             .bind($r.operation_type)
-            .bind(&$r.deterministic_id)
+            .bind($r.deterministic_id.as_deref())
             .bind(&$r.company_id)
             .bind($r.user_id.as_deref())
             .bind($r.status)
             .bind($r.execution_duration_ms)
             .bind($r.timestamp)
             .bind(&$r.request_id)
-            .bind(&$r.idempotency_key)
+            .bind($r.idempotency_key.as_deref())
             .bind(&$r.route_path)
             .bind(&$r.http_method)
             .bind($r.workflows_triggered)
@@ -257,6 +298,36 @@ macro_rules! bind_audit {
             .bind($r.error_message.as_deref())
             .bind($r.metadata.clone().map(sqlx::types::Json))
     };
+}
+
+/// Logs the structured event of one write (target `idem::write`) from its audit row:
+/// every field of the row, never a token, a secret or a body.
+pub fn log_write(row: &AuditRow, error_type: Option<&str>) {
+    let metadata = row
+        .metadata
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "idem::write",
+        operation = row.operation_name,
+        operation_type = row.operation_type,
+        status = row.status,
+        error_type = error_type.unwrap_or(""),
+        deterministic_id = row.deterministic_id.as_deref().unwrap_or(""),
+        company_id = %row.company_id,
+        user_id = row.user_id.as_deref().unwrap_or(""),
+        idempotency_key = row.idempotency_key.as_deref().unwrap_or(""),
+        request_id = %row.request_id,
+        route_path = %row.route_path,
+        http_method = %row.http_method,
+        duration_ms = row.execution_duration_ms,
+        workflows_triggered = row.workflows_triggered,
+        side_effects_executed = row.side_effects_executed,
+        error_message = row.error_message.as_deref().unwrap_or(""),
+        metadata = %metadata,
+        "idempotent write"
+    );
 }
 
 /// Inserts an audit row inside a transaction (new executions).

@@ -1,6 +1,6 @@
 //! `accubooks audit …`: the audit log read as an operator or an auditor would.
 //!
-//! Invariants: read-only; `audit verify` exits 1 on any finding and prints each one; the
+//! Invariants: read-only, except `audit archive` (see [`crate::archive`]); `audit verify` exits 1 on any finding and prints each one; the
 //! checks hold on both stores (ids are `uuid` on PostgreSQL and text on SQLite, so each
 //! comparison casts the record's id to text).
 
@@ -26,6 +26,33 @@ pub enum AuditCommand {
     Replays(Window),
     /// Writes slower than a threshold in a window, slowest first.
     Slow(SlowArgs),
+    /// One request end to end: its audit rows, the record it wrote, and the workflow
+    /// instances that record triggered.
+    Trace(TraceArgs),
+    /// Move whole months that ended before `--older-than` out of the log: write each as
+    /// gzip JSON lines with a manifest in `--out`, verify, then drop it (PostgreSQL
+    /// partitions; SQLite time ranges). Safe to interrupt and re-run.
+    Archive(ArchiveArgs),
+}
+
+/// Which request to trace: by key (with its company), by deterministic id, or by
+/// request id.
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(false)))]
+pub struct TraceArgs {
+    /// The `Idempotency-Key` (with `--company`).
+    #[arg(long, requires = "company", group = "which")]
+    pub key: Option<String>,
+    /// The company, for `--key`.
+    #[arg(long)]
+    pub company: Option<uuid::Uuid>,
+    /// The deterministic id (the record's id).
+    #[arg(long, group = "which")]
+    pub id: Option<uuid::Uuid>,
+    /// The `X-Request-Id` of one request.
+    #[arg(long, group = "which")]
+    pub request_id: Option<String>,
 }
 
 /// `audit slow` options.
@@ -37,6 +64,17 @@ pub struct SlowArgs {
     /// The window.
     #[command(flatten)]
     pub window: Window,
+}
+
+/// `audit archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Archive the months that ended at least this long ago.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+    /// Directory for the files and their manifests.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 /// A time window ending now.
@@ -85,6 +123,22 @@ struct SlowWrite {
 }
 
 #[derive(FromRow)]
+struct Traced {
+    timestamp: Ts,
+    operation_name: String,
+    deterministic_id: Option<String>,
+    status: String,
+    request_id: Option<String>,
+    error_message: Option<String>,
+}
+
+#[derive(FromRow)]
+struct Instance {
+    id: String,
+    status: String,
+}
+
+#[derive(FromRow)]
 struct Replays {
     operation_name: String,
     total: i64,
@@ -98,10 +152,37 @@ pub async fn run(db: &Db, cmd: AuditCommand, json: bool) -> ExitCode {
         AuditCommand::Failures(w) => failures(db, &w).await,
         AuditCommand::Replays(w) => replays(db, &w).await,
         AuditCommand::Slow(a) => slow(db, &a).await,
+        AuditCommand::Trace(a) => trace(db, &a).await,
+        AuditCommand::Archive(a) => return archive(db, &a, json).await,
     };
     match report {
         Ok(r) => r.print(json),
         Err(e) => fail(format!("the store refused the query: {e}")),
+    }
+}
+
+async fn archive(db: &Db, a: &ArchiveArgs, json: bool) -> ExitCode {
+    let Ok(older_than) = chrono::Duration::from_std(a.older_than) else {
+        return fail("--older-than is too large");
+    };
+    let cutoff = chrono::Utc::now() - older_than;
+    match crate::archive::archive(db, cutoff, &a.out, None).await {
+        Ok(months) => {
+            let mut r = Report::new(
+                "Audit months archived",
+                &["partition", "rows", "file", "sha256"],
+            );
+            for m in months {
+                r.row(vec![
+                    json!(m.partition),
+                    json!(m.rows),
+                    json!(m.file),
+                    json!(m.sha256),
+                ]);
+            }
+            r.print(json)
+        }
+        Err(e) => fail(format!("audit archive: {e}")),
     }
 }
 
@@ -307,6 +388,93 @@ async fn slow(db: &Db, a: &SlowArgs) -> Result<Report, sqlx::Error> {
             json!(row.request_id),
             json!(row.duration_ms),
         ]);
+    }
+    Ok(r)
+}
+
+async fn trace(db: &Db, a: &TraceArgs) -> Result<Report, sqlx::Error> {
+    const COLUMNS: &str = "select timestamp, operation_name, deterministic_id, status, \
+         request_id, error_message from idempotent_write_audit_log";
+    let (filter, value, second) = match (&a.key, &a.id, &a.request_id) {
+        (Some(key), _, _) => (
+            "idempotency_key = $1 and company_id = $2",
+            key.clone(),
+            a.company.map(|c| c.hyphenated().to_string()),
+        ),
+        (_, Some(id), _) => ("deterministic_id = $1", id.hyphenated().to_string(), None),
+        (_, _, Some(r)) => ("request_id = $1", r.clone(), None),
+        _ => ("1 = 0", String::new(), None),
+    };
+    let sql = format!("{COLUMNS} where {filter} order by timestamp");
+    let rows = on_db!(db, |c| {
+        let q = sqlx::query_as::<_, Traced>(&sql).bind(&value);
+        match &second {
+            Some(v) => q.bind(v).fetch_all(c).await,
+            None => q.fetch_all(c).await,
+        }
+    })?;
+    let mut r = Report::new(
+        "Trace: audit rows, the record, its workflow instances",
+        &["kind", "when", "operation", "id", "status", "detail"],
+    );
+    let mut records: Vec<(String, String)> = Vec::new();
+    for row in rows {
+        if let (Some(id), "new") = (&row.deterministic_id, row.status.as_str()) {
+            records.push((row.operation_name.clone(), id.clone()));
+        }
+        r.row(vec![
+            json!("audit row"),
+            json!(row.timestamp.render()),
+            json!(row.operation_name),
+            json!(row.deterministic_id),
+            json!(row.status),
+            json!(row
+                .error_message
+                .or(row.request_id.map(|id| format!("request {id}")))),
+        ]);
+    }
+    let instances = table_exists(db, "workflow_instances").await?;
+    for (operation, id) in records {
+        let Some(table) = crate::ops::record_table(&operation) else {
+            continue;
+        };
+        let sql = format!("select count(*) from {table} where cast(id as text) = $1");
+        let found: i64 = on_db!(db, |c| sqlx::query_scalar(&sql)
+            .bind(&id)
+            .fetch_one(c)
+            .await)?;
+        let record = vec![
+            json!("record"),
+            json!(null),
+            json!(operation),
+            json!(id),
+            json!(if found > 0 { "present" } else { "missing" }),
+            json!(format!("in {table}")),
+        ];
+        if found > 0 {
+            r.row(record);
+        } else {
+            r.finding(record);
+        }
+        if instances {
+            let list = on_db!(db, |c| sqlx::query_as::<_, Instance>(
+                "select cast(id as text) as id, status from workflow_instances \
+                 where cast(trigger_entity_id as text) = $1"
+            )
+            .bind(&id)
+            .fetch_all(c)
+            .await)?;
+            for i in list {
+                r.row(vec![
+                    json!("workflow instance"),
+                    json!(null),
+                    json!(operation),
+                    json!(i.id),
+                    json!(i.status),
+                    json!(format!("triggered by {id}")),
+                ]);
+            }
+        }
     }
     Ok(r)
 }

@@ -53,7 +53,7 @@ pub struct LoadArgs {
 }
 
 /// The operations the load generator can drive.
-const SUPPORTED: [&str; 11] = [
+pub(super) const SUPPORTED: [&str; 11] = [
     "createCustomer",
     "createEmployee",
     "updateCompanySettings",
@@ -69,8 +69,8 @@ const SUPPORTED: [&str; 11] = [
 
 /// What a tenant's requests refer to, made before the run.
 #[derive(Debug, Default)]
-struct Tenant {
-    token: String,
+pub(super) struct Tenant {
+    pub(super) token: String,
     customer: String,
     open_invoice: String,
     payment: String,
@@ -170,7 +170,7 @@ fn id_of(v: &Value) -> String {
 }
 
 /// Creates the tenants and what their requests need.
-async fn prepare(
+pub(super) async fn prepare(
     api: &Api,
     operator: &str,
     plan: &[(&'static str, usize)],
@@ -328,7 +328,7 @@ fn jobs(plan: Vec<(&'static str, usize)>, tenants: &[Tenant], ratio: f64) -> Vec
 }
 
 /// The path and body of the `nth` request of `op` for one tenant (`i`: across the run).
-fn request(op: &str, t: &Tenant, i: usize, nth: usize) -> (String, Value) {
+pub(super) fn request(op: &str, t: &Tenant, i: usize, nth: usize) -> (String, Value) {
     let day = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
         .and_then(|d| d.checked_add_days(chrono::Days::new(nth as u64)))
         .map(|d| d.to_string())
@@ -390,7 +390,7 @@ fn request(op: &str, t: &Tenant, i: usize, nth: usize) -> (String, Value) {
     }
 }
 
-fn method_of(op: &str) -> Method {
+pub(super) fn method_of(op: &str) -> Method {
     if op == "updateCompanySettings" {
         Method::PATCH
     } else {

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod load;
 pub mod output;
 pub mod report;
+pub mod smoke;
 pub mod tenants;
 
 use output::{fail, Report};
@@ -133,6 +134,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Companies { server, command } => tenants::companies(&server, command, json).await,
         Command::Tokens { server, command } => tenants::tokens(&server, command, json).await,
         Command::Load(args) => load::run(args, json).await,
+        Command::Smoke(server) => smoke::run(&server, json).await,
         Command::Contract {
             command: ContractCommand::Verify { contract: doc },
         } => contract::verify(&doc, json),

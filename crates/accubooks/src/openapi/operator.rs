@@ -148,8 +148,9 @@ fn public(id: &str, summary: &str, response: Response) -> OperationBuilder {
 pub(super) fn public_paths(paths: PathsBuilder) -> PathsBuilder {
     let status = || r("Status");
     let metrics = ResponseBuilder::new()
-        .description("Prometheus text exposition (idempotent_writes_total, idempotency_keys_total, pool, HTTP and audit-queue series…).")
+        .description("OpenMetrics when the Accept header asks for it, else Prometheus text format 0.0.4 (idempotent_writes_total, idempotency_keys_total, pool, HTTP and audit-queue series…).")
         .content("application/openmetrics-text", Content::new(Some(string("metrics"))))
+        .content("text/plain", Content::new(Some(string("metrics"))))
         .build();
     let document = ResponseBuilder::new()
         .description("This document.")

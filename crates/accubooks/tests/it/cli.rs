@@ -399,6 +399,8 @@ backend_tests!(
     keys_release_refuses_a_live_executor_and_frees_a_silent_one,
     report_weekly_passes_a_healthy_week_and_fails_a_bad_one,
     load_all_operations_with_duplicates_executes_every_key_once,
+    smoke_passes_on_a_healthy_server_and_a_wrong_token_is_exit_two,
+    audit_trace_follows_a_request_by_key_id_and_request_id,
 );
 
 async fn load_all_operations_with_duplicates_executes_every_key_once(backend: Backend) {
@@ -458,4 +460,125 @@ fn load_refuses_an_unknown_operation_listing_the_valid_ones() {
         .expect("runs");
     expect_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid: all, createCustomer"));
+}
+
+async fn smoke_passes_on_a_healthy_server_and_a_wrong_token_is_exit_two(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.base.clone();
+    let (ok, wrong) = tokio::task::spawn_blocking(move || {
+        let run = |token: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+                .args(["--json", "smoke", "--url", &url])
+                .env("ACCUBOOKS_ADMIN_TOKEN", token)
+                .output()
+                .expect("smoke runs")
+        };
+        (run(crate::harness::OPERATOR), run("acbop_not-the-token"))
+    })
+    .await
+    .expect("smoke task");
+    expect_exit(&ok, 0);
+    let report = json_of(&ok);
+    assert_eq!(report["findings"], json!(0), "{report}");
+    assert!(report["checks"].as_array().is_some_and(|c| c.len() >= 15));
+    expect_exit(&wrong, 2);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+async fn audit_trace_follows_a_request_by_key_id_and_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("Acme").await;
+    let first = app
+        .write_with(
+            reqwest::Method::POST,
+            "/api/customers",
+            &co.token,
+            Some("traced"),
+            json!({"name": "Traced"}).to_string(),
+            &[
+                ("content-type", "application/json"),
+                ("x-request-id", "req-traced-1"),
+            ],
+        )
+        .await;
+    assert_eq!(first.status, 201);
+    let retry = app
+        .post(
+            "/api/customers",
+            &co.token,
+            "traced",
+            &json!({"name": "Traced"}),
+        )
+        .await;
+    assert_eq!(retry.status, 200);
+    let id = first.json()["id"].as_str().unwrap_or_default().to_owned();
+    let url = app.db.url.clone();
+    // Stopping flushes the replay's queued audit row.
+    let _db = app.stop().await;
+
+    let by_key = accubooks(&[
+        "--json",
+        "audit",
+        "--database-url",
+        &url,
+        "trace",
+        "--key",
+        "traced",
+        "--company",
+        &co.id,
+    ]);
+    expect_exit(&by_key, 0);
+    let rows = json_of(&by_key);
+    let kinds: Vec<(String, String)> = rows
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|row| {
+                    (
+                        row["kind"].as_str().unwrap_or("").to_owned(),
+                        row["status"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        vec![
+            ("audit row".to_owned(), "new".to_owned()),
+            ("audit row".to_owned(), "replayed".to_owned()),
+            ("record".to_owned(), "present".to_owned()),
+        ],
+        "{rows}"
+    );
+    let by_id = accubooks(&[
+        "--json",
+        "audit",
+        "--database-url",
+        &url,
+        "trace",
+        "--id",
+        &id,
+    ]);
+    expect_exit(&by_id, 0);
+    assert_eq!(
+        json_of(&by_id),
+        rows,
+        "the deterministic id finds the same rows"
+    );
+    let by_request = accubooks(&[
+        "--json",
+        "audit",
+        "--database-url",
+        &url,
+        "trace",
+        "--request-id",
+        "req-traced-1",
+    ]);
+    expect_exit(&by_request, 0);
+    assert_eq!(json_of(&by_request)[0]["status"], json!("new"));
+    let neither = accubooks(&["audit", "--database-url", &url, "trace"]);
+    expect_exit(&neither, 2);
 }
