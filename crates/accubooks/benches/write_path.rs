@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-const OPERATOR: &str = "acbop_bench-operator-token";
+const OPERATOR: &str = "acbop_bench-operator-token-0123456789";
 /// Keys replayed per round: well inside the engine's default replay cache (10,000).
 const REPLAY_KEYS: usize = 5_000;
 
@@ -292,6 +292,7 @@ fn serve_args(url: &str) -> ServeArgs {
         webhook_backoff: Duration::from_secs(10),
         webhook_timeout: Duration::from_secs(10),
         webhook_lease: Duration::from_secs(60),
+        limits: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
 use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, Problem, Registry};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{operator_token_hash, AuthCache};
@@ -31,7 +32,7 @@ use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
 use crate::workflows::worker::{Worker, WorkerConfig};
 use crate::workflows::OutboxHandle;
-use crate::{health, ops};
+use crate::{health, ops, serve};
 
 fn app_postgres() -> sqlx::migrate::Migrator {
     sqlx::migrate!("./migrations/postgres")
@@ -155,14 +156,24 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
     let document =
         OpenApiJson::build(&registry).context("failed to serialize the OpenAPI document")?;
     let deadline = state.config.lease + state.config.max_wait;
+    let body_timeout = state.config.limits.body_timeout;
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(state.config.limits.max_in_flight).unwrap_or(usize::MAX),
+    ));
     Ok(api
         .layer(Extension(document))
         .fallback(web::not_found)
         .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            serve::limit_in_flight(slots.clone(), req, next)
+        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             web::track_http,
         ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            serve::limit_body_time(body_timeout, req, next)
+        }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             request_deadline(deadline, req, next)
         }))
@@ -245,8 +256,13 @@ impl Application {
         }
         let http_metrics = HttpMetrics::register(&mut registry);
         let outbox = OutboxHandle::new(&mut registry);
-        let (audit, audit_writer) =
-            AuditQueue::start(db.clone(), metrics.clone(), 65_536, audit_stop.clone());
+        let (audit, audit_writer) = AuditQueue::start_bounded(
+            db.clone(),
+            metrics.clone(),
+            65_536,
+            usize::try_from(args.limits.audit_queue_bytes).unwrap_or(usize::MAX),
+            audit_stop.clone(),
+        );
         let engine = Engine::new(
             db.clone(),
             EngineConfig {
@@ -340,24 +356,23 @@ impl Application {
             tracing::info!("shutdown requested: draining in-flight requests");
             trigger.cancel();
         };
-        let server =
-            axum::serve(listener, router.into_make_service()).with_graceful_shutdown(graceful);
+        let signalled = tokio::spawn(graceful);
+        let server = serve::serve(listener, router, &state.config.limits, shutdown.clone());
         let requests_drained = async {
             shutdown.cancelled().await;
             tokio::time::sleep(DRAIN - DRAIN_RESERVE).await;
         };
-        let outcome = tokio::select! {
-            r = server => r.context("server failed"),
+        tokio::select! {
+            () = server => {}
             () = requests_drained => {
                 tracing::warn!("drain deadline passed; abandoning the requests still open");
-                Ok(())
             }
-        };
+        }
+        signalled.abort();
         // The reserve bounds everything after the requests, whatever the store does.
         let deadline = tokio::time::Instant::now() + DRAIN_RESERVE;
         shutdown.cancel();
         stop_background_work(&state, tasks, audit_writer, audit_stop, deadline).await;
-        outcome?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! Bearer tokens, roles and the tenant context.
 //!
 //! Invariants:
-//! - Tokens are random (256 bits) and stored only as SHA-256 hashes.
+//! - Tokens are random (256 bits) and stored only as SHA-256 hashes; a bearer value that
+//!   is not exactly a company token's shape never reaches the database.
+//! - A configured operator token is at least 32 visible ASCII characters with at least
+//!   10 distinct ones (checked at start).
 //! - The company of every request comes from its token, never from the body or path.
 //! - Company tokens and the operator token are different kinds: each is refused (401)
 //!   where the other belongs.
@@ -29,6 +32,14 @@ use idem::{on_db, Db, Id};
 pub const COMPANY_TOKEN_PREFIX: &str = "acb_";
 /// Operator token prefix.
 pub const OPERATOR_TOKEN_PREFIX: &str = "acbop_";
+/// Characters after the prefix of a generated token: 32 random bytes, URL-safe base64
+/// without padding.
+pub const TOKEN_BODY_LEN: usize = 43;
+/// Shortest operator token accepted from the configuration.
+pub const OPERATOR_TOKEN_MIN_LEN: usize = 32;
+/// Fewest distinct characters in a configured operator token (`aaaa…` and `abab…` are
+/// long but guessable).
+pub const OPERATOR_TOKEN_MIN_DISTINCT: usize = 10;
 
 /// A member's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +126,39 @@ pub fn generate_token(prefix: &str) -> String {
     )
 }
 
+/// Whether `token` has exactly the shape of a company token: the prefix and 43 URL-safe
+/// base64 characters. Anything else is refused without a database lookup.
+pub fn is_company_token_shape(token: &str) -> bool {
+    token.len() == COMPANY_TOKEN_PREFIX.len() + TOKEN_BODY_LEN
+        && token.starts_with(COMPANY_TOKEN_PREFIX)
+        && token.as_bytes()[COMPANY_TOKEN_PREFIX.len()..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// Why a configured operator token is too weak to accept, if it is.
+pub fn operator_token_weakness(token: &str) -> Option<String> {
+    if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Some("it must be visible ASCII characters without spaces".into());
+    }
+    if token.len() < OPERATOR_TOKEN_MIN_LEN {
+        return Some(format!(
+            "it has {} characters; at least {OPERATOR_TOKEN_MIN_LEN} are needed",
+            token.len()
+        ));
+    }
+    let distinct = token
+        .bytes()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < OPERATOR_TOKEN_MIN_DISTINCT {
+        return Some(format!(
+            "it uses only {distinct} distinct characters; at least {OPERATOR_TOKEN_MIN_DISTINCT} are needed"
+        ));
+    }
+    None
+}
+
 /// SHA-256 hex of a token.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -196,7 +240,7 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts).ok_or(AppError::Unauthenticated)?;
-        if !token.starts_with(COMPANY_TOKEN_PREFIX) {
+        if !is_company_token_shape(token) {
             return Err(AppError::Unauthenticated);
         }
         state
@@ -276,4 +320,44 @@ async fn stored_operator_hash(db: &Db) -> Result<Option<String>, sqlx::Error> {
     )
     .fetch_optional(c)
     .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_have_the_company_token_shape_and_nothing_else_does() {
+        for _ in 0..100 {
+            assert!(is_company_token_shape(&generate_token(
+                COMPANY_TOKEN_PREFIX
+            )));
+        }
+        let body = "A".repeat(TOKEN_BODY_LEN);
+        assert!(is_company_token_shape(&format!("acb_{body}")));
+        for bad in [
+            format!("acb_{body}A"),
+            format!("acb_{}", &body[1..]),
+            format!("acbop_{body}"),
+            format!("acb_{}+", &body[1..]),
+            format!("acb_{}é", &body[2..]),
+            String::new(),
+        ] {
+            assert!(!is_company_token_shape(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn weak_operator_tokens_are_named_and_generated_ones_pass() {
+        assert!(operator_token_weakness(&generate_token(OPERATOR_TOKEN_PREFIX)).is_none());
+        assert!(operator_token_weakness("0123456789abcdef0123456789abcdef").is_none());
+        for weak in [
+            "short",
+            &"a".repeat(64),
+            &"ab".repeat(20),
+            &format!("{} x", "y".repeat(40)),
+        ] {
+            assert!(operator_token_weakness(weak).is_some(), "{weak}");
+        }
+    }
 }

@@ -149,7 +149,8 @@ pub struct ServeArgs {
     #[arg(long = "no-migrate", overrides_with = "migrate")]
     pub no_migrate: bool,
 
-    /// Operator token for /admin/ (overrides the stored one; only its hash is kept).
+    /// Operator token for /admin/ (overrides the stored one; only its hash is kept); at
+    /// least 32 visible ASCII characters, 10 of them distinct.
     #[arg(long, env = "ACCUBOOKS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -200,6 +201,52 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new(), hide = true)]
     pub webhook_allow_private: bool,
+
+    #[command(flatten)]
+    /// Limits on clients: timeouts, connections, requests in flight, audit memory.
+    pub limits: LimitArgs,
+}
+
+/// Limits that keep hostile and slow clients from holding the server's resources.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Longest time a client may take to send a request's headers (also how long an
+    /// idle keep-alive connection stays open).
+    #[arg(long, env = "ACCUBOOKS_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest time a client may take to send a request's body.
+    #[arg(long, env = "ACCUBOOKS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Most open client connections; further ones wait in the listen backlog.
+    #[arg(long, env = "ACCUBOOKS_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most requests in flight; past it requests are refused with 503 and Retry-After
+    /// (health and metrics are never refused).
+    #[arg(long, env = "ACCUBOOKS_MAX_IN_FLIGHT", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+
+    /// Memory bound of the audit queue (replay and failure rows waiting to be written),
+    /// in bytes; rows past it are dropped and counted.
+    #[arg(long, env = "ACCUBOOKS_AUDIT_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub audit_queue_bytes: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        LimitArgs {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_in_flight: 2048,
+            audit_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -234,6 +281,15 @@ impl ServeArgs {
         if self.webhook_timeout < Duration::from_millis(100) {
             return Err("--webhook-timeout must be at least 100ms".into());
         }
+        if let Some(why) = self
+            .admin_token
+            .as_deref()
+            .and_then(crate::auth::operator_token_weakness)
+        {
+            return Err(format!(
+                "--admin-token (ACCUBOOKS_ADMIN_TOKEN) is too weak: {why}. Use at least 32 random visible ASCII characters (for example the output of `openssl rand -base64 32`), or leave it unset to have a strong one generated and stored"
+            ));
+        }
         if let Err(e) = crate::jobs::parse_schedule(&self.prune_schedule) {
             return Err(format!(
                 "--prune-schedule {:?} is not a 5-field cron expression: {e}",
@@ -252,6 +308,31 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn limit_defaults_match_the_command_line_defaults() {
+        let cli = Cli::parse_from(["accubooks", "serve"]);
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let d = LimitArgs::default();
+        assert_eq!(
+            (
+                args.limits.header_timeout,
+                args.limits.body_timeout,
+                args.limits.max_connections,
+                args.limits.max_in_flight,
+                args.limits.audit_queue_bytes
+            ),
+            (
+                d.header_timeout,
+                d.body_timeout,
+                d.max_connections,
+                d.max_in_flight,
+                d.audit_queue_bytes
+            )
+        );
     }
 
     #[test]

@@ -118,15 +118,56 @@ impl idem::OperationError for AppError {
     fn audit_message(&self) -> String {
         match self {
             AppError::Db(_) | AppError::Internal(_) => "internal error".to_owned(),
-            AppError::Validation(errors) => errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            AppError::Validation(errors) => validation_summary(errors),
             other => other.to_problem().detail,
         }
     }
 }
 
+/// Field errors named in an audit message; the rest are counted.
+const AUDIT_ERRORS_SHOWN: usize = 5;
+/// Longest field path quoted in an audit message, in characters.
+const AUDIT_FIELD_MAX: usize = 100;
+
+/// The first few field errors and a count of the rest: a body of 20,000 unknown fields
+/// makes a short audit row, not one as large as the body.
+fn validation_summary(errors: &[FieldError]) -> String {
+    let mut parts: Vec<String> = errors
+        .iter()
+        .take(AUDIT_ERRORS_SHOWN)
+        .map(|e| {
+            let field: String = e.field.chars().take(AUDIT_FIELD_MAX).collect();
+            let ellipsis = if e.field.chars().count() > AUDIT_FIELD_MAX {
+                "…"
+            } else {
+                ""
+            };
+            format!("{field}{ellipsis}: {}", e.message)
+        })
+        .collect();
+    if errors.len() > AUDIT_ERRORS_SHOWN {
+        parts.push(format!("and {} more", errors.len() - AUDIT_ERRORS_SHOWN));
+    }
+    parts.join("; ")
+}
+
 /// Result alias for handlers and domain functions.
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idem::OperationError;
+
+    #[test]
+    fn audit_messages_name_the_first_errors_and_count_the_rest() {
+        let errors: Vec<FieldError> = (0..20_000)
+            .map(|i| FieldError::new(format!("f{i}"), "unknown field"))
+            .collect();
+        let m = AppError::Validation(errors).audit_message();
+        assert!(m.starts_with("f0: unknown field; f1: unknown field"), "{m}");
+        assert!(m.ends_with("; and 19995 more"), "{m}");
+        let long = AppError::field("x".repeat(10_000), "unknown field").audit_message();
+        assert!(long.chars().count() < 120, "{long}");
+    }
+}

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod money;
 pub mod openapi;
 pub mod ops;
+pub mod serve;
 pub mod state;
 pub mod validate;
 pub mod web;

@@ -2,7 +2,10 @@
 //!
 //! Invariants: an unknown field at any depth is an error naming its path; integers are
 //! JSON integers only (`1.0`, `1e0` refused); money is a decimal string; text lengths
-//! count Unicode scalar values; `null` and absence mean the same for optional fields.
+//! count Unicode scalar values; `null` and absence mean the same for optional fields; no
+//! text reaching the database contains NUL (every string field goes through
+//! [`Validator::text`] or a fixed set of values, and a field name outside the allowed set
+//! is refused by [`Validator::object`]).
 
 use chrono::NaiveDate;
 use idem::FieldError;
@@ -124,6 +127,11 @@ impl Validator {
             self.error(path(at, field), "must be a string");
             return None;
         };
+        if s.contains('\0') {
+            // PostgreSQL text cannot hold NUL; refuse it on every store alike.
+            self.error(path(at, field), "must not contain the NUL character");
+            return None;
+        }
         if s.chars().count() > max {
             self.error(path(at, field), format!("must be at most {max} characters"));
             return None;
@@ -328,12 +336,25 @@ pub fn is_email(s: &str) -> bool {
         && !s.chars().any(char::is_whitespace)
 }
 
-/// `YYYY-MM-DD`, exactly.
+/// `YYYY-MM-DD`, exactly: ten ASCII characters, four-digit years 0001–9999, a real
+/// calendar day. No signs, spaces or shortened fields (chrono's `%Y-%m-%d` accepts
+/// `+2024-1-01` and `2024- 1- 1`, and negative years break text ordering).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    if s.len() != 10 {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+    if !(digits(0..4) && digits(5..7) && digits(8..10)) {
+        return None;
+    }
+    let year: i32 = s[0..4].parse().ok()?;
+    let month: u32 = s[5..7].parse().ok()?;
+    let day: u32 = s[8..10].parse().ok()?;
+    if year < 1 {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(year, month, day)
 }
 
 /// A UUID in the 36-character hyphenated form, any hex case.
@@ -408,6 +429,27 @@ mod tests {
         assert!(is_email("a@b"));
         for bad in ["a", "@b", "a@", "a@b@c", "a b@c"] {
             assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_exactly_yyyy_mm_dd_with_years_0001_to_9999() {
+        assert!(parse_date("2024-02-29").is_some());
+        assert!(parse_date("0001-01-01").is_some());
+        assert!(parse_date("9999-12-31").is_some());
+        for bad in [
+            "+2024-1-01",
+            "2024- 1- 1",
+            "-999-01-01",
+            "0000-01-01",
+            "2023-02-29",
+            "2024-1-1",
+            "2024-01-1 ",
+            "2024/01/01",
+            "２０２４-1-01",
+            "",
+        ] {
+            assert!(parse_date(bad).is_none(), "{bad:?}");
         }
     }
 

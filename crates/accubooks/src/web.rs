@@ -293,10 +293,27 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware recording the HTTP metrics.
+/// The `method` label: one of a fixed set, so that a client cannot create label values
+/// (and memory) by inventing methods.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware recording the HTTP metrics. Every label value comes from a fixed set: the
+/// method through [`method_label`], the route as its template (`/api/invoices/{id}`) or
+/// `unmatched` for the 404 fallback (never the raw path), the status as a number.
 pub async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let m = &state.http_metrics;
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()

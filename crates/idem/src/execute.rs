@@ -619,7 +619,7 @@ impl Engine {
                 return replay(&hit, &req.fingerprint);
             }
             if local_guard.is_none() {
-                match self.enterlocal_guard(&req.scope) {
+                match self.enter_local(&req.scope) {
                     Ok(guard) => local_guard = Some(guard),
                     Err(mut rx) => {
                         let Some(deadline) = deadline else {
@@ -716,7 +716,7 @@ impl Engine {
         self.inner.cache.lock().get(scope)
     }
 
-    fn enterlocal_guard(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
+    fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
         let mut local = self.inner.local.lock();
         if let Some(rx) = local.get(scope) {
             return Err(rx.clone());

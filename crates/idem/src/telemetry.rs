@@ -7,8 +7,15 @@
 //!   ([`insert_audit`]); replay and failure rows go through a bounded queue
 //!   ([`AuditQueue`]) written in batches, flushed on shutdown, and every row the queue
 //!   cannot take is counted in `idem_audit_rows_dropped_total`.
+//! - Every audit row is stored sanitised ([`AuditRow::sanitized`]): control characters
+//!   (NUL above all, which PostgreSQL text cannot hold) are escaped as `\uXXXX` and texts
+//!   are bounded, so a client's bytes can never make a row unwritable.
+//! - The queue is bounded by rows and by bytes. A batch the database refuses is retried
+//!   row by row, so one bad row never takes its neighbours with it; only rows that truly
+//!   cannot be written are dropped (and counted).
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +62,8 @@ pub struct Metrics {
     pub waiters: Gauge<i64, AtomicI64>,
     /// `idem_audit_queue_depth`.
     pub audit_queue_depth: Gauge<i64, AtomicI64>,
+    /// `idem_audit_queue_bytes`: approximate memory of the queued rows.
+    pub audit_queue_bytes: Gauge<i64, AtomicI64>,
     /// `idem_audit_rows_written_total`.
     pub audit_written: Counter,
     /// `idem_audit_rows_dropped_total` (queue full or write failed).
@@ -91,6 +100,7 @@ impl Metrics {
             local_in_flight: Gauge::default(),
             waiters: Gauge::default(),
             audit_queue_depth: Gauge::default(),
+            audit_queue_bytes: Gauge::default(),
             audit_written: Counter::default(),
             audit_dropped: Counter::default(),
             prune_deleted: Counter::default(),
@@ -162,6 +172,11 @@ impl Metrics {
             "idem_audit_queue_depth",
             "Audit rows waiting to be written",
             m.audit_queue_depth.clone(),
+        );
+        r.register(
+            "idem_audit_queue_bytes",
+            "Approximate bytes of audit rows waiting to be written",
+            m.audit_queue_bytes.clone(),
         );
         r.register(
             "idem_audit_rows_written",
@@ -330,27 +345,188 @@ pub fn log_write(row: &AuditRow, error_type: Option<&str>) {
     );
 }
 
-/// Inserts an audit row inside a transaction (new executions).
+/// Longest `error_message` stored, in bytes.
+pub const AUDIT_MESSAGE_MAX: usize = 1024;
+/// Longest other text of an audit row, in bytes.
+pub const AUDIT_TEXT_MAX: usize = 2048;
+
+fn needs_escaping(s: &str, max: usize) -> bool {
+    s.len() > max || s.chars().any(char::is_control)
+}
+
+/// `s` with control characters escaped as `\uXXXX` and cut (at a character boundary,
+/// marked with `…`) to at most about `max` bytes; borrowed when already clean.
+pub fn audit_text(s: &str, max: usize) -> Cow<'_, str> {
+    if !needs_escaping(s, max) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for c in s.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn json_needs_escaping(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => needs_escaping(s, AUDIT_TEXT_MAX),
+        serde_json::Value::Array(a) => a.iter().any(json_needs_escaping),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| needs_escaping(k, AUDIT_TEXT_MAX) || json_needs_escaping(v)),
+        _ => false,
+    }
+}
+
+fn json_sanitized(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(audit_text(s, AUDIT_TEXT_MAX).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(json_sanitized).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        audit_text(k, AUDIT_TEXT_MAX).into_owned(),
+                        json_sanitized(v),
+                    )
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn json_bytes(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(a) => a.iter().map(json_bytes).sum::<usize>() + 2,
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| k.len() + 3 + json_bytes(v))
+            .sum::<usize>()
+            .saturating_add(2),
+        _ => 8,
+    }
+}
+
+impl AuditRow {
+    fn texts(&self) -> [(&str, usize); 7] {
+        [
+            (
+                self.deterministic_id.as_deref().unwrap_or(""),
+                AUDIT_TEXT_MAX,
+            ),
+            (&self.company_id, AUDIT_TEXT_MAX),
+            (self.user_id.as_deref().unwrap_or(""), AUDIT_TEXT_MAX),
+            (&self.request_id, AUDIT_TEXT_MAX),
+            (
+                self.idempotency_key.as_deref().unwrap_or(""),
+                AUDIT_TEXT_MAX,
+            ),
+            (&self.route_path, AUDIT_TEXT_MAX),
+            (&self.http_method, AUDIT_TEXT_MAX),
+        ]
+    }
+
+    /// The row as it is stored: every text with control characters escaped and bounded
+    /// (`error_message` to [`AUDIT_MESSAGE_MAX`] bytes), metadata strings and keys alike.
+    /// Borrowed when nothing needs changing (the usual case).
+    pub fn sanitized(&self) -> Cow<'_, AuditRow> {
+        let dirty = self.texts().iter().any(|(s, max)| needs_escaping(s, *max))
+            || self
+                .error_message
+                .as_deref()
+                .is_some_and(|m| needs_escaping(m, AUDIT_MESSAGE_MAX))
+            || self.metadata.as_ref().is_some_and(json_needs_escaping);
+        if !dirty {
+            return Cow::Borrowed(self);
+        }
+        let t = |s: &str| audit_text(s, AUDIT_TEXT_MAX).into_owned();
+        Cow::Owned(AuditRow {
+            deterministic_id: self.deterministic_id.as_deref().map(t),
+            company_id: t(&self.company_id),
+            user_id: self.user_id.as_deref().map(t),
+            request_id: t(&self.request_id),
+            idempotency_key: self.idempotency_key.as_deref().map(t),
+            route_path: t(&self.route_path),
+            http_method: t(&self.http_method),
+            error_message: self
+                .error_message
+                .as_deref()
+                .map(|m| audit_text(m, AUDIT_MESSAGE_MAX).into_owned()),
+            metadata: self.metadata.as_ref().map(json_sanitized),
+            ..self.clone()
+        })
+    }
+
+    /// About how much memory the row holds, for the queue's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<AuditRow>()
+            + self.texts().iter().map(|(s, _)| s.len()).sum::<usize>()
+            + self.error_message.as_ref().map_or(0, String::len)
+            + self.metadata.as_ref().map_or(0, json_bytes)
+    }
+}
+
+/// Inserts an audit row inside a transaction (new executions); the row is stored
+/// [sanitised](AuditRow::sanitized).
 pub async fn insert_audit(tx: &mut Tx, row: &AuditRow) -> Result<(), sqlx::Error> {
+    let row = row.sanitized();
+    let row = row.as_ref();
     crate::on_tx!(tx, |c| bind_audit!(sqlx::query(AUDIT_INSERT), row)
         .execute(c)
         .await
         .map(|_| ()))
 }
 
-async fn insert_batch(db: &Db, rows: &[AuditRow]) -> Result<(), sqlx::Error> {
+async fn insert_batch(db: &Db, rows: &[Queued]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for row in rows {
-        insert_audit(&mut tx, row).await?;
+    for q in rows {
+        insert_audit(&mut tx, &q.row).await?;
     }
     tx.commit().await
+}
+
+/// Whether an error is the database refusing the data (retrying the same rows will not
+/// help) rather than the database being unavailable for a moment.
+fn refused_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => !d.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("40")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "5"
+                || c == "6"
+        }),
+        sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => true,
+        _ => false,
+    }
 }
 
 /// The asynchronous audit writer for replay and failure rows.
 #[derive(Debug, Clone)]
 pub struct AuditQueue {
-    tx: mpsc::Sender<AuditRow>,
+    tx: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// A queued row and the bytes it was counted as.
+#[derive(Debug)]
+struct Queued {
+    row: AuditRow,
+    bytes: usize,
 }
 
 /// Handle on the writer task; [`AuditWriter::finish`] waits until the queue is drained.
@@ -370,26 +546,64 @@ impl AuditWriter {
 
 const AUDIT_BATCH: usize = 256;
 
+/// Default memory bound of the audit queue (64 MiB).
+pub const DEFAULT_AUDIT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 impl AuditQueue {
-    /// Starts the writer task; it drains and stops once `shutdown` is cancelled.
+    /// Starts the writer task with a queue of `capacity` rows and at most
+    /// [`DEFAULT_AUDIT_QUEUE_BYTES`]; it drains and stops once `shutdown` is cancelled.
     pub fn start(
         db: Db,
         metrics: Arc<Metrics>,
         capacity: usize,
         shutdown: CancellationToken,
     ) -> (Self, AuditWriter) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let handle = tokio::spawn(write_loop(db, rx, metrics.clone(), shutdown));
-        (Self { tx, metrics }, AuditWriter { handle })
+        Self::start_bounded(db, metrics, capacity, DEFAULT_AUDIT_QUEUE_BYTES, shutdown)
     }
 
-    /// Queues a row; a full or closed queue drops it and counts the drop.
+    /// As [`AuditQueue::start`], with the queue bounded by `max_bytes` as well as rows.
+    pub fn start_bounded(
+        db: Db,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        max_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> (Self, AuditWriter) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let handle = tokio::spawn(write_loop(db, rx, metrics.clone(), bytes.clone(), shutdown));
+        (
+            Self {
+                tx,
+                metrics,
+                bytes,
+                max_bytes,
+            },
+            AuditWriter { handle },
+        )
+    }
+
+    /// Queues a row (sanitised); a full or closed queue, or one holding `max_bytes`
+    /// already, drops it and counts the drop.
     pub fn enqueue(&self, row: AuditRow) {
-        match self.tx.try_send(row) {
+        let row = match row.sanitized() {
+            Cow::Borrowed(_) => row,
+            Cow::Owned(clean) => clean,
+        };
+        let bytes = row.approx_bytes();
+        let before = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.max_bytes {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.metrics.audit_dropped.inc();
+            return;
+        }
+        match self.tx.try_send(Queued { row, bytes }) {
             Ok(()) => {
                 self.metrics.audit_queue_depth.inc();
+                self.metrics.audit_queue_bytes.inc_by(bytes as i64);
             }
             Err(_) => {
+                self.bytes.fetch_sub(bytes, Ordering::AcqRel);
                 self.metrics.audit_dropped.inc();
             }
         }
@@ -398,8 +612,9 @@ impl AuditQueue {
 
 async fn write_loop(
     db: Db,
-    mut rx: mpsc::Receiver<AuditRow>,
+    mut rx: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
+    bytes: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
@@ -418,11 +633,20 @@ async fn write_loop(
             // Closed and drained.
             break;
         }
-        write_batch(&db, &mut batch, &metrics).await;
+        write_batch(&db, &batch, &metrics).await;
+        let n = batch.len();
+        let held: usize = batch.iter().map(|q| q.bytes).sum();
+        bytes.fetch_sub(held, Ordering::AcqRel);
+        metrics.audit_queue_depth.dec_by(n as i64);
+        metrics.audit_queue_bytes.dec_by(held as i64);
+        batch.clear();
     }
 }
 
-async fn write_batch(db: &Db, batch: &mut Vec<AuditRow>, metrics: &Metrics) {
+/// Writes a batch in one transaction, retrying while the database is unavailable. When
+/// the database refuses the batch's data, writes it row by row so that only the rows
+/// that truly cannot be written are dropped.
+async fn write_batch(db: &Db, batch: &[Queued], metrics: &Metrics) {
     if batch.is_empty() {
         return;
     }
@@ -432,7 +656,12 @@ async fn write_batch(db: &Db, batch: &mut Vec<AuditRow>, metrics: &Metrics) {
         match insert_batch(db, batch).await {
             Ok(()) => {
                 metrics.audit_written.inc_by(n);
-                break;
+                return;
+            }
+            Err(e) if refused_data(&e) => {
+                tracing::warn!(error = %e, rows = n, "audit batch refused; writing its rows one by one");
+                write_rows_one_by_one(db, batch, metrics).await;
+                return;
             }
             Err(e) if attempt < 3 => {
                 attempt += 1;
@@ -442,10 +671,82 @@ async fn write_batch(db: &Db, batch: &mut Vec<AuditRow>, metrics: &Metrics) {
             Err(e) => {
                 tracing::error!(error = %e, rows = n, "audit batch write failed; rows dropped");
                 metrics.audit_dropped.inc_by(n);
-                break;
+                return;
             }
         }
     }
-    metrics.audit_queue_depth.dec_by(n as i64);
-    batch.clear();
+}
+
+async fn write_rows_one_by_one(db: &Db, batch: &[Queued], metrics: &Metrics) {
+    for q in batch {
+        match insert_batch(db, std::slice::from_ref(q)).await {
+            Ok(()) => {
+                metrics.audit_written.inc();
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    audit_id = %q.row.id,
+                    company_id = %q.row.company_id,
+                    "audit row cannot be written; dropped"
+                );
+                metrics.audit_dropped.inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> AuditRow {
+        AuditRow {
+            id: Uuid::nil(),
+            operation_name: "op",
+            operation_type: "financial",
+            deterministic_id: Some("d".into()),
+            company_id: "c".into(),
+            user_id: None,
+            status: "failed",
+            execution_duration_ms: 0.0,
+            timestamp: Ts::from_micros(0),
+            request_id: "r".into(),
+            idempotency_key: Some("k".into()),
+            route_path: "/p".into(),
+            http_method: "POST".into(),
+            workflows_triggered: 0,
+            side_effects_executed: false,
+            error_message: None,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn clean_rows_are_borrowed_and_control_characters_are_escaped() {
+        let clean = row();
+        assert!(matches!(clean.sanitized(), Cow::Borrowed(_)));
+        let mut dirty = row();
+        dirty.error_message = Some("a\0\u{7}b: unknown field".into());
+        dirty.metadata = Some(serde_json::json!({"k\u{0}": ["v\u{0}"]}));
+        let s = dirty.sanitized();
+        assert_eq!(
+            s.error_message.as_deref(),
+            Some("a\\u0000\\u0007b: unknown field")
+        );
+        assert_eq!(
+            s.metadata,
+            Some(serde_json::json!({"k\\u0000": ["v\\u0000"]}))
+        );
+    }
+
+    #[test]
+    fn messages_are_bounded_at_a_character_boundary() {
+        let mut big = row();
+        big.error_message = Some("é".repeat(100_000));
+        let s = big.sanitized();
+        let m = s.error_message.as_deref().unwrap_or("");
+        assert!(m.len() <= AUDIT_MESSAGE_MAX + 4, "{}", m.len());
+        assert!(m.ends_with('…'));
+    }
 }

@@ -93,17 +93,6 @@ pub async fn insert(
     })
 }
 
-/// Takes the company's lock for membership decisions (PostgreSQL row lock).
-async fn lock_company(tx: &mut Tx, company: Uuid) -> AppResult<()> {
-    let sql = format!("select id from companies where id = $1{}", tx.for_update());
-    on_tx!(tx, |c| sqlx::query(&sql)
-        .bind(Id(company))
-        .fetch_optional(c)
-        .await
-        .map(|_| ()))?;
-    Ok(())
-}
-
 async fn admin_count(tx: &mut Tx, company: Uuid) -> AppResult<i64> {
     Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "select count(*) from members where company_id = $1 and role = 'admin'"
@@ -169,7 +158,7 @@ impl Operation for GrantAccess {
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
         let input = parse(&self.body)?;
         let now = ctx.now();
-        lock_company(ctx.tx(), self.company).await?;
+        super::lock_company(ctx.tx(), self.company).await?;
         let member = match find_by_email_tx(ctx.tx(), self.company, &input.email).await? {
             Some(mut m) => {
                 if m.role == "admin"

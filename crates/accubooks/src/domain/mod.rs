@@ -27,6 +27,25 @@ pub mod settings;
 pub mod webhook_secret;
 pub mod workflows;
 
+/// Takes the company row's lock for decisions that must be serialised per company
+/// (membership, payroll). On PostgreSQL this is `FOR NO KEY UPDATE`: it excludes other
+/// such decisions but not the `FOR KEY SHARE` that every insert referencing the company
+/// takes, so ordinary writes of the company are never blocked by it. On SQLite the single
+/// writer already serialises.
+pub(crate) async fn lock_company(tx: &mut idem::Tx, company: uuid::Uuid) -> AppResult<()> {
+    let lock = match tx {
+        idem::Tx::Postgres(_) => " for no key update",
+        _ => "",
+    };
+    let sql = format!("select id from companies where id = $1{lock}");
+    idem::on_tx!(tx, |c| sqlx::query(&sql)
+        .bind(idem::Id(company))
+        .fetch_optional(c)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
 /// The SQL of a list page over `from` (a table or a parenthesized select with an alias):
 /// `$1` the company, `$2` the optional filter on `filter`, then the keyset, then the limit.
 pub fn list_sql(columns: &str, from: &str, filter: Option<&str>, q: &ListQuery) -> String {

@@ -401,6 +401,7 @@ backend_tests!(
     load_all_operations_with_duplicates_executes_every_key_once,
     smoke_passes_on_a_healthy_server_and_a_wrong_token_is_exit_two,
     audit_trace_follows_a_request_by_key_id_and_request_id,
+    companies_create_and_tokens_issue_go_through_the_admin_api,
 );
 
 async fn load_all_operations_with_duplicates_executes_every_key_once(backend: Backend) {
@@ -581,4 +582,99 @@ async fn audit_trace_follows_a_request_by_key_id_and_request_id(backend: Backend
     assert_eq!(json_of(&by_request)[0]["status"], json!("new"));
     let neither = accubooks(&["audit", "--database-url", &url, "trace"]);
     expect_exit(&neither, 2);
+}
+
+async fn companies_create_and_tokens_issue_go_through_the_admin_api(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.base.clone();
+    let run = move |args: &[&str], token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+            .args(args)
+            .env("ACCUBOOKS_URL", &url)
+            .env("ACCUBOOKS_ADMIN_TOKEN", token)
+            .output()
+            .expect("runs")
+    };
+    let created = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || {
+            run(
+                &[
+                    "--json",
+                    "companies",
+                    "create",
+                    "Globex",
+                    "--email",
+                    "boss@globex.test",
+                ],
+                crate::harness::OPERATOR,
+            )
+        }
+    })
+    .await
+    .expect("task");
+    expect_exit(&created, 0);
+    let company = json_of(&created);
+    assert_eq!(company["email"], json!("boss@globex.test"));
+    assert_eq!(company["role"], json!("admin"));
+    let token = company["api_token"].as_str().unwrap_or_default().to_owned();
+    let me = app.get("/api/company/settings", &token).await;
+    assert_eq!(me.status, 200, "the printed token works");
+    assert_eq!(me.json()["settings"]["display_name"], json!("Globex"));
+
+    let id = company["company_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (issued, unknown, no_token) = tokio::task::spawn_blocking(move || {
+        (
+            run(
+                &[
+                    "--json",
+                    "tokens",
+                    "issue",
+                    "--company",
+                    &id,
+                    "--email",
+                    "boss@globex.test",
+                ],
+                crate::harness::OPERATOR,
+            ),
+            run(
+                &[
+                    "tokens",
+                    "issue",
+                    "--company",
+                    &id,
+                    "--email",
+                    "nobody@globex.test",
+                ],
+                crate::harness::OPERATOR,
+            ),
+            run(
+                &[
+                    "tokens",
+                    "issue",
+                    "--company",
+                    &id,
+                    "--email",
+                    "boss@globex.test",
+                ],
+                "",
+            ),
+        )
+    })
+    .await
+    .expect("task");
+    expect_exit(&issued, 0);
+    let second = json_of(&issued)["api_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(second, token, "a new token");
+    assert_eq!(app.get("/api/company/settings", &second).await.status, 200);
+    expect_exit(&unknown, 2);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
+    expect_exit(&no_token, 2);
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("ACCUBOOKS_ADMIN_TOKEN"));
 }

@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use accubooks::app::Application;
-use accubooks::config::{DbArgs, LogFormat, ServeArgs};
+use accubooks::config::{DbArgs, LimitArgs, LogFormat, ServeArgs};
 use accubooks::state::AppState;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// The operator token every test server uses.
-pub const OPERATOR: &str = "acbop_test-operator-token";
+pub const OPERATOR: &str = "acbop_test-operator-token-0123456789";
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +175,7 @@ pub struct Options {
     pub webhook_backoff: Duration,
     pub webhook_timeout: Duration,
     pub webhook_lease: Duration,
+    pub limits: LimitArgs,
 }
 
 impl Default for Options {
@@ -189,6 +190,7 @@ impl Default for Options {
             webhook_backoff: Duration::from_millis(50),
             webhook_timeout: Duration::from_secs(2),
             webhook_lease: Duration::from_secs(5),
+            limits: LimitArgs::default(),
         }
     }
 }
@@ -213,6 +215,7 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         webhook_backoff: o.webhook_backoff,
         webhook_timeout: o.webhook_timeout,
         webhook_lease: o.webhook_lease,
+        limits: o.limits.clone(),
     }
 }
 

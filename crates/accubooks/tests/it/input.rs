@@ -222,8 +222,118 @@ async fn lists_paginate_newest_first_and_refuse_bad_parameters(backend: Backend)
     }
 }
 
+async fn nul_characters_are_refused_with_their_field_path(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("A").await;
+    let cases = [
+        ("/api/customers", r#"{"name":"a\u0000b"}"#, "name"),
+        (
+            "/api/customers",
+            r#"{"name":"x","email":"a\u0000@b"}"#,
+            "email",
+        ),
+        ("/api/customers", r#"{"name":"x","a\u0000b":1}"#, "a\u{0}b"),
+        (
+            "/api/employees",
+            r#"{"name":"\u0000","pay_type":"hourly","hourly_rate":"10.00"}"#,
+            "name",
+        ),
+        (
+            "/api/bank-transactions",
+            r#"{"amount":"1.00","posted_on":"2024-01-01","description":"x\u0000"}"#,
+            "description",
+        ),
+    ];
+    for (i, (path, body, field)) in cases.iter().enumerate() {
+        let r = app
+            .write(Method::POST, path, &co.token, Some(&format!("n{i}")), body)
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (422, "validation_failed"),
+            "{path} {body}: {:?}",
+            r.json()
+        );
+        assert!(
+            r.json()["errors"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["field"] == *field)),
+            "{body}: {:?}",
+            r.json()
+        );
+    }
+    let r = app
+        .write(
+            Method::PATCH,
+            "/api/company/settings",
+            &co.token,
+            Some("ns"),
+            r#"{"display_name":"a\u0000"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    assert_eq!(r.json()["errors"][0]["field"], "display_name");
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/admin/companies"))
+                .bearer_auth(crate::harness::OPERATOR)
+                .header("content-type", "application/json")
+                .body(r#"{"name":"a\u0000"}"#),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (422, "validation_failed"));
+    assert_eq!(r.json()["errors"][0]["field"], "name");
+    assert_eq!(app.count_for("customers", &co).await, 0);
+    assert_eq!(app.count_for("employees", &co).await, 0);
+}
+
+async fn dates_are_exactly_yyyy_mm_dd_with_years_0001_to_9999(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let co = app.create_company("A").await;
+    for (i, bad) in [
+        "+2024-1-01",
+        "2024- 1- 1",
+        "-999-01-01",
+        "0000-01-01",
+        "2024-1-1",
+        "2024-01-1 ",
+        " 2024-01-01",
+        "2024/01/01",
+        "2024-02-30",
+        "10000-01-01",
+        "2024-01-01T00:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body =
+            json!({"period_start": bad, "period_end": "2024-01-31", "pay_date": "2024-02-01"});
+        let r = app
+            .post("/api/payroll-runs", &co.token, &format!("d{i}"), &body)
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (422, "validation_failed"),
+            "{bad:?}: {:?}",
+            r.json()
+        );
+        assert_eq!(r.json()["errors"][0]["field"], "period_start", "{bad:?}");
+    }
+    for (i, good) in ["2024-01-01", "0001-01-01"].iter().enumerate() {
+        let body =
+            json!({"period_start": good, "period_end": "2024-01-31", "pay_date": "2024-02-01"});
+        let r = app
+            .post("/api/payroll-runs", &co.token, &format!("g{i}"), &body)
+            .await;
+        assert_ne!(r.code(), "validation_failed", "{good}: {:?}", r.json());
+    }
+}
+
 backend_tests!(
     bodies_are_checked_in_order_size_type_key_json,
     fields_are_validated_with_their_paths,
     lists_paginate_newest_first_and_refuse_bad_parameters,
+    nul_characters_are_refused_with_their_field_path,
+    dates_are_exactly_yyyy_mm_dd_with_years_0001_to_9999,
 );

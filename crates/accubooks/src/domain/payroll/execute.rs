@@ -162,16 +162,6 @@ fn gross_amounts(
     Ok((out, total))
 }
 
-async fn lock_company(tx: &mut Tx, company: Uuid) -> AppResult<()> {
-    let sql = format!("select id from companies where id = $1{}", tx.for_update());
-    on_tx!(tx, |c| sqlx::query(&sql)
-        .bind(Id(company))
-        .fetch_optional(c)
-        .await
-        .map(|_| ()))?;
-    Ok(())
-}
-
 async fn overlaps(tx: &mut Tx, company: Uuid, input: &RunIn) -> AppResult<bool> {
     let n: Option<i32> = on_tx!(tx, |c| sqlx::query_scalar(
         "select 1 from payroll_runs where company_id = $1 and period_start <= $2 \
@@ -256,7 +246,7 @@ impl Operation for ExecutePayroll {
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
         let input = parse(&self.body)?;
-        lock_company(ctx.tx(), self.company).await?;
+        crate::domain::lock_company(ctx.tx(), self.company).await?;
         let staff = active_employees(ctx.tx(), self.company).await?;
         let hours = check_hours(&input, &staff)?;
         let (gross, total) = gross_amounts(&staff, &hours)?;
