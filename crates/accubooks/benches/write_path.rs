@@ -288,6 +288,10 @@ fn serve_args(url: &str) -> ServeArgs {
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
         webhook_allow_private: false,
+        webhook_max_attempts: 12,
+        webhook_backoff: Duration::from_secs(10),
+        webhook_timeout: Duration::from_secs(10),
+        webhook_lease: Duration::from_secs(60),
         limits: Default::default(),
     }
 }

@@ -14,20 +14,24 @@ use axum::{Extension, Router};
 use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
-use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, NoEmitter, Problem, Registry};
+use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, Problem, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{operator_token_hash, AuthCache};
 use crate::config::ServeArgs;
+use crate::domain::workflows::{self, instances};
 use crate::domain::{
-    admin, bank, customers, employees, invoices, members, payments, payroll, refunds, settings,
+    admin, bank, customers, employees, inventory, invoices, members, payments, payroll, refunds,
+    settings, webhook_secret,
 };
 use crate::jobs::{self, JobHealth};
 use crate::openapi::{self, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
+use crate::workflows::worker::{Worker, WorkerConfig};
+use crate::workflows::OutboxHandle;
 use crate::{health, ops, serve};
 
 fn app_postgres() -> sqlx::migrate::Migrator {
@@ -119,6 +123,19 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .operation("reconcileLedger", bank::reconcile_ledger)
         .read("/api/bank-transactions", bank::list_bank_transactions)
         .read("/api/bank-transactions/{id}", bank::get_bank_transaction)
+        .operation("createInventoryItem", inventory::create_item)
+        .operation("adjustInventory", inventory::adjust_item)
+        .read("/api/inventory-items", inventory::list_items)
+        .read("/api/inventory-items/{id}", inventory::get_item)
+        .operation("createWorkflow", workflows::create_workflow)
+        .operation("updateWorkflow", workflows::update_workflow)
+        .operation("triggerWorkflow", instances::trigger_workflow)
+        .read("/api/workflows", workflows::list_workflows)
+        .read("/api/workflows/{id}", workflows::get_workflow)
+        .read("/api/workflow-instances", instances::list_instances)
+        .read("/api/workflow-instances/{id}", instances::get_instance)
+        .operation("rotateWebhookSecret", webhook_secret::rotate_secret)
+        .read("/api/company/webhook-secret", webhook_secret::get_secret)
         .exempt(
             http::Method::POST,
             "/admin/companies",
@@ -238,6 +255,7 @@ impl Application {
             metrics.init_operation(def.name, def.kind.label());
         }
         let http_metrics = HttpMetrics::register(&mut registry);
+        let outbox = OutboxHandle::new(&mut registry);
         let (audit, audit_writer) = AuditQueue::start_bounded(
             db.clone(),
             metrics.clone(),
@@ -255,10 +273,22 @@ impl Application {
             },
             metrics,
             audit,
-            Arc::new(NoEmitter),
+            Arc::new(outbox.emitter()),
             shutdown.clone(),
         );
         let schedule = jobs::parse_schedule(&args.prune_schedule).map_err(anyhow::Error::msg)?;
+        let worker = Worker::new(
+            db.clone(),
+            WorkerConfig {
+                max_attempts: args.webhook_max_attempts,
+                backoff: args.webhook_backoff,
+                timeout: args.webhook_timeout,
+                lease: args.webhook_lease,
+                allow_private: args.webhook_allow_private,
+                concurrency: 16,
+            },
+            outbox.clone(),
+        );
         let state = AppState {
             db,
             gate: Gate::new(engine),
@@ -269,12 +299,16 @@ impl Application {
             shutdown: shutdown.clone(),
             jobs: Arc::new(JobHealth::default()),
             http_metrics,
+            outbox,
         };
         let router = router(state.clone(), ops::registry())?;
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),
             tokio::spawn(jobs::prune_loop(state.clone(), schedule, shutdown.clone())),
             tokio::spawn(jobs::partitions_loop(state.clone(), shutdown.clone())),
+            // Stops claiming at the signal; finishes or hands back its instances within
+            // its drain grace, inside the background work's share of the reserve.
+            tokio::spawn(worker.run(shutdown.clone())),
         ];
         Ok(Self {
             listener,
@@ -300,7 +334,8 @@ impl Application {
 
     /// Serves until `signal` completes; then stops accepting, lets parked waiters go
     /// (503), and within [`DRAIN`] of the signal, whatever the store does: drains
-    /// in-flight requests, waits for writes whose clients left, stops the jobs, flushes
+    /// in-flight requests, waits for writes whose clients left, stops the jobs and the
+    /// workflow worker (which finishes or hands back its claimed instances), flushes
     /// the audit queue and closes the pool. What it has to abandon, it logs.
     pub async fn run_until_stopped(
         self,

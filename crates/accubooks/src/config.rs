@@ -178,6 +178,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCUBOOKS_PRUNE_SCHEDULE", default_value = "30 3 * * *")]
     pub prune_schedule: String,
 
+    /// Attempts of a workflow action before its instance is `failed`.
+    #[arg(long, env = "ACCUBOOKS_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+
+    /// Delay before the first retry of a failed webhook; doubles per attempt (with
+    /// jitter, 50–100 % of the step), up to one hour.
+    #[arg(long, env = "ACCUBOOKS_WEBHOOK_BACKOFF", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_backoff: Duration,
+
+    /// Longest one webhook attempt may take (connect, send, answer).
+    #[arg(long, env = "ACCUBOOKS_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How long a node holds a claimed workflow instance; a dead node's instances are
+    /// claimed again after it. Must exceed --webhook-timeout.
+    #[arg(long, env = "ACCUBOOKS_WEBHOOK_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_lease: Duration,
+
     /// Allow webhook targets on loopback, private and link-local addresses.
     #[arg(long, env = "ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new(), hide = true)]
@@ -251,6 +270,16 @@ impl ServeArgs {
                 humantime::format_duration(self.key_ttl),
                 humantime::format_duration(self.lease)
             ));
+        }
+        if self.webhook_lease <= self.webhook_timeout {
+            return Err(format!(
+                "--webhook-lease ({}) must exceed --webhook-timeout ({}): an attempt must end before its claim does",
+                humantime::format_duration(self.webhook_lease),
+                humantime::format_duration(self.webhook_timeout)
+            ));
+        }
+        if self.webhook_timeout < Duration::from_millis(100) {
+            return Err("--webhook-timeout must be at least 100ms".into());
         }
         if let Some(why) = self
             .admin_token

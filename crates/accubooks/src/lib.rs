@@ -18,3 +18,4 @@ pub mod serve;
 pub mod state;
 pub mod validate;
 pub mod web;
+pub mod workflows;

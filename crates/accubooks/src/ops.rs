@@ -112,6 +112,60 @@ op!(
     ["bank_transactions", "reconciliations"]
 );
 
+op!(
+    CREATE_INVENTORY_ITEM,
+    "createInventoryItem",
+    HighRisk,
+    POST,
+    "/api/inventory-items",
+    ["inventory_items"]
+);
+op!(
+    ADJUST_INVENTORY,
+    "adjustInventory",
+    HighRisk,
+    POST,
+    "/api/inventory-items/{id}/adjustments",
+    [
+        "inventory_items",
+        "inventory_adjustments",
+        "workflow_instances"
+    ]
+);
+op!(
+    CREATE_WORKFLOW,
+    "createWorkflow",
+    HighRisk,
+    POST,
+    "/api/workflows",
+    ["workflows"]
+);
+op!(
+    UPDATE_WORKFLOW,
+    "updateWorkflow",
+    HighRisk,
+    PATCH,
+    "/api/workflows/{id}",
+    ["workflows", "workflow_updates"]
+);
+op!(
+    TRIGGER_WORKFLOW,
+    "triggerWorkflow",
+    HighRisk,
+    POST,
+    "/api/workflows/{id}/trigger",
+    ["workflow_instances"],
+    true
+);
+op!(
+    ROTATE_WEBHOOK_SECRET,
+    "rotateWebhookSecret",
+    HighRisk,
+    POST,
+    "/api/company/webhook-secret/rotate",
+    ["webhook_secrets", "webhook_secret_rotations"],
+    true
+);
 /// The table holding an operation's record row (the row whose id is the deterministic
 /// id): what `audit verify` checks every `new` audit row against.
 pub fn record_table(operation: &str) -> Option<&'static str> {
@@ -127,6 +181,12 @@ pub fn record_table(operation: &str) -> Option<&'static str> {
         "executePayroll" => "payroll_runs",
         "createBankTransaction" => "bank_transactions",
         "reconcileLedger" => "reconciliations",
+        "createInventoryItem" => "inventory_items",
+        "adjustInventory" => "inventory_adjustments",
+        "createWorkflow" => "workflows",
+        "updateWorkflow" => "workflow_updates",
+        "triggerWorkflow" => "workflow_instances",
+        "rotateWebhookSecret" => "webhook_secret_rotations",
         _ => return None,
     })
 }
@@ -145,6 +205,12 @@ pub fn registry() -> Registry {
         .operation(&EXECUTE_PAYROLL)
         .operation(&CREATE_BANK_TRANSACTION)
         .operation(&RECONCILE_LEDGER)
+        .operation(&CREATE_INVENTORY_ITEM)
+        .operation(&ADJUST_INVENTORY)
+        .operation(&CREATE_WORKFLOW)
+        .operation(&UPDATE_WORKFLOW)
+        .operation(&TRIGGER_WORKFLOW)
+        .operation(&ROTATE_WEBHOOK_SECRET)
         .exempt(
             Method::POST,
             "/admin/companies",

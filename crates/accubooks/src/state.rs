@@ -30,6 +30,8 @@ pub struct AppState {
     pub jobs: Arc<JobHealth>,
     /// HTTP metrics.
     pub http_metrics: crate::web::HttpMetrics,
+    /// The workflow worker's wake-up call and the outbox metrics.
+    pub outbox: crate::workflows::OutboxHandle,
 }
 
 impl AppState {

@@ -17,12 +17,15 @@ pub mod admin;
 pub mod bank;
 pub mod customers;
 pub mod employees;
+pub mod inventory;
 pub mod invoices;
 pub mod members;
 pub mod payments;
 pub mod payroll;
 pub mod refunds;
 pub mod settings;
+pub mod webhook_secret;
+pub mod workflows;
 
 /// Takes the company row's lock for decisions that must be serialised per company
 /// (membership, payroll). On PostgreSQL this is `FOR NO KEY UPDATE`: it excludes other
@@ -93,6 +96,8 @@ pub enum Filter {
     Bool(bool),
     /// One of a fixed set of values (`status`).
     Text(&'static str),
+    /// An id kept as text (`workflow_instances.trigger_entity_id`).
+    TextId(uuid::Uuid),
 }
 
 /// One page of `from` for `company`, newest first, with an optional `(column, value)`
@@ -118,6 +123,7 @@ where
             Some((_, Filter::Id(id))) => query.bind(idem::Id(id)),
             Some((_, Filter::Bool(b))) => query.bind(b),
             Some((_, Filter::Text(t))) => query.bind(t),
+            Some((_, Filter::TextId(id))) => query.bind(id.hyphenated().to_string()),
             None => query,
         };
         if let Some((ts, id)) = q.after {
@@ -136,7 +142,8 @@ pub fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// Runs a write through the gate after checking the caller's role (403 comes before the
-/// body, content-type and key checks of the gate).
+/// body, content-type and key checks of the gate). After a first execution (201, so
+/// committed) the node's workflow worker is woken for the instances it may have written.
 pub async fn gated<O, F>(
     state: &AppState,
     tenant: Tenant,
@@ -152,7 +159,11 @@ where
     if let Err(e) = tenant.require(need) {
         return e.into_response();
     }
-    state.gate.handle(def, tenant.writer(), req, make).await
+    let res = state.gate.handle(def, tenant.writer(), req, make).await;
+    if res.status() == http::StatusCode::CREATED {
+        state.outbox.after_commit();
+    }
+    res
 }
 
 /// The fingerprint kept by an operation's record row in `table` (a constant table name),

@@ -1,7 +1,7 @@
 //! Entities, as every endpoint renders them (open objects: a field added later is not a
 //! breaking change; `required` lists what API.md guarantees).
 
-use utoipa::openapi::{ComponentsBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{ComponentsBuilder, ObjectBuilder, OneOfBuilder, Type};
 
 use super::schemas::{
     array, boolean, currency, date, email, enumeration, id, int, money, or_null, prefix, r, string,
@@ -180,8 +180,41 @@ pub(super) fn entities(c: ComponentsBuilder) -> ComponentsBuilder {
                 ]),
             )
             .req("trigger_entity_id", or_null(id(), Type::String))
+            .req("input", or_null(ObjectBuilder::new(), Type::Object))
+            .req(
+                "status",
+                enumeration(&["pending", "running", "delivered", "failed"]),
+            )
+            .req("attempts", int(Some(0), None))
+            .req("last_error", or_null(string("the last attempt's error"), Type::String))
+            .req(
+                "next_attempt_at",
+                or_null(timestamp(), Type::String),
+            )
+            .req("created_at", timestamp())
+            .req("updated_at", timestamp())
+            .req("completed_at", or_null(timestamp(), Type::String))
+            .req("notification", notification_or_null())
+            .build(),
+    )
+    .schema(
+        "Notification",
+        Obj::new("The notification a `notify` instance recorded.")
+            .req("id", id())
+            .req("target", text(NAME))
             .req("created_at", timestamp())
             .build(),
+    )
+    .schema(
+        "WebhookSecret",
+        Obj::new(
+            "The company's webhook signing secret. Webhooks carry `AccuBooks-Signature: \
+             t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed with secret>`.",
+        )
+        .req("secret", string("`whsec_…`"))
+        .req("version", int(Some(1), None))
+        .req("created_at", timestamp())
+        .build(),
     )
     .schema(
         "Settings",
@@ -209,6 +242,13 @@ pub(super) fn entities(c: ComponentsBuilder) -> ComponentsBuilder {
             .req("created_at", timestamp())
             .build(),
     )
+}
+
+fn notification_or_null() -> S {
+    OneOfBuilder::new()
+        .item(r("Notification"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 fn workflow_action() -> S {

@@ -139,6 +139,19 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
             .build(),
     )
     .schema(
+        "WorkflowPatch",
+        Obj::new("Body of `updateWorkflow`.")
+            .req("active", boolean())
+            .closed()
+            .build(),
+    )
+    .schema(
+        "RotateIn",
+        Obj::new("Body of `rotateWebhookSecret`: `{}` (or an empty body).")
+            .closed()
+            .build(),
+    )
+    .schema(
         "SettingsPatch",
         Obj::new("Body of `updateCompanySettings`: at least one field; `null` values are refused.")
             .opt("display_name", text(NAME))

@@ -233,6 +233,28 @@ pub(super) fn reads(mut paths: PathsBuilder, registered: &[&str]) -> PathsBuilde
     for c in COLLECTIONS.iter().filter(|c| registered.contains(&c.owner)) {
         paths = collection_paths(paths, c);
     }
+    if registered.contains(&"rotateWebhookSecret") {
+        let get = read(
+            "Workflows",
+            "getWebhookSecret",
+            "Get the webhook signing secret (admins)",
+        );
+        let get = with(
+            get,
+            [(
+                "200".to_owned(),
+                json(
+                    "The current secret (created on first use), with `Cache-Control: no-store`.",
+                    r("WebhookSecret"),
+                )
+                .build(),
+            )],
+        );
+        paths = paths.path(
+            "/api/company/webhook-secret",
+            PathItem::new(HttpMethod::Get, with(get, company_errors())),
+        );
+    }
     if registered.contains(&"updateCompanySettings") {
         let get = read("Company", "getCompanySettings", "Get the company settings");
         let get = with(

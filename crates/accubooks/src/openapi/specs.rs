@@ -1,7 +1,8 @@
 //! The documentation of every idempotent operation of API.md, keyed by operation name.
 //!
 //! Invariants:
-//! - The table covers all fifteen operations of API.md, registered or not; only the
+//! - The table covers all seventeen operations (API.md's fifteen, plus `updateWorkflow`
+//!   and `rotateWebhookSecret`), registered or not; only the
 //!   registered ones become paths (`super::operations`), and a unit test fails when a
 //!   registered operation has no entry here or disagrees with it on method or route.
 //! - Business-rule codes are listed in the order the server checks them.
@@ -62,7 +63,7 @@ const BASE: OpSpec = OpSpec {
     empty_body: false,
 };
 
-/// All fifteen operations of API.md.
+/// All seventeen operations.
 pub(super) const SPECS: &[OpSpec] = &[
     OpSpec {
         name: "createCustomer",
@@ -266,6 +267,36 @@ pub(super) const SPECS: &[OpSpec] = &[
         location: Some("/api/workflow-instances/{id}"),
         not_found: Some("the workflow does not exist in your company"),
         rules: &[("workflow_inactive", "the workflow is not active")],
+        empty_body: true,
+        ..BASE
+    },
+    OpSpec {
+        name: "updateWorkflow",
+        method: "PATCH",
+        route: "/api/workflows/{id}",
+        tag: "Workflows",
+        summary: "Activate or deactivate a workflow",
+        description: "Sets `active`; answers 201 on first execution like every operation, \
+                      without `Location`. An inactive workflow gets no instances from events \
+                      and refuses manual triggers (`workflow_inactive`); instances already \
+                      written still run. The record is the workflow update.",
+        request: "WorkflowPatch",
+        response: "Workflow",
+        not_found: Some("the workflow does not exist in your company"),
+        ..BASE
+    },
+    OpSpec {
+        name: "rotateWebhookSecret",
+        route: "/api/company/webhook-secret/rotate",
+        tag: "Workflows",
+        summary: "Rotate the webhook signing secret",
+        description: "Replaces the company's webhook signing secret (`version` + 1); \
+                      deliveries that start after the commit are signed with the new one. The \
+                      body may be empty or `{}`. The response (and its replays) carry the new \
+                      secret with `Cache-Control: no-store`. The record is the rotation.",
+        request: "RotateIn",
+        response: "WebhookSecret",
+        access: Access::Admins,
         empty_body: true,
         ..BASE
     },

@@ -3,6 +3,9 @@
 //! SQLite: a fresh file in a temporary directory. PostgreSQL: a database created for the
 //! test from `DATABASE_URL_TEST` and dropped afterwards; without the variable PostgreSQL
 //! tests are skipped with a visible notice.
+//!
+//! Strict: a running `TestApp` that is dropped checks that every workflow instance
+//! settled (within 10 s) and that none failed, unless the test expected it.
 
 #![allow(dead_code)]
 
@@ -166,6 +169,12 @@ pub struct Options {
     pub key_ttl: Duration,
     pub max_wait: Duration,
     pub pool_size: Option<u32>,
+    /// Webhooks: private targets allowed (tests' receivers listen on 127.0.0.1).
+    pub webhook_allow_private: bool,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_lease: Duration,
     pub limits: LimitArgs,
 }
 
@@ -176,6 +185,11 @@ impl Default for Options {
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             pool_size: Some(10),
+            webhook_allow_private: true,
+            webhook_max_attempts: 5,
+            webhook_backoff: Duration::from_millis(50),
+            webhook_timeout: Duration::from_secs(2),
+            webhook_lease: Duration::from_secs(5),
             limits: LimitArgs::default(),
         }
     }
@@ -196,7 +210,11 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         pool_size: o.pool_size,
         log_format: LogFormat::Json,
         prune_schedule: "30 3 * * *".to_owned(),
-        webhook_allow_private: false,
+        webhook_allow_private: o.webhook_allow_private,
+        webhook_max_attempts: o.webhook_max_attempts,
+        webhook_backoff: o.webhook_backoff,
+        webhook_timeout: o.webhook_timeout,
+        webhook_lease: o.webhook_lease,
         limits: o.limits.clone(),
     }
 }
@@ -242,6 +260,8 @@ pub struct TestApp {
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Set by tests whose point is an instance that ends `failed`.
+    failed_instances_expected: std::sync::atomic::AtomicBool,
 }
 
 impl TestApp {
@@ -280,6 +300,7 @@ impl TestApp {
             db,
             stop: Some(tx),
             task: Some(task),
+            failed_instances_expected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -450,8 +471,72 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// This test ends with `failed` workflow instances on purpose.
+    pub fn expect_failed_instances(&self) {
+        self.failed_instances_expected
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The strict end of a test: within 10 s every workflow instance is settled, and none
+    /// failed unless the test said so. Runs on a thread of its own (inside `Drop`, while
+    /// the server keeps running on the test's runtime).
+    fn check_outbox(&self) {
+        if std::thread::panicking() || self.db.url.is_empty() {
+            return;
+        }
+        let url = self.db.url.clone();
+        let failed_ok = self
+            .failed_instances_expected
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let outcome = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let opts = idem::db::ConnectOptions::default();
+                let db = idem::Db::connect(&url, &opts).await.map_err(|e| e.to_string())?;
+                let count = |sql: &'static str| {
+                    let db = db.clone();
+                    async move {
+                        idem::on_db!(&db, |c| sqlx::query_scalar::<_, i64>(sql)
+                            .fetch_one(c)
+                            .await)
+                        .unwrap_or(-1)
+                    }
+                };
+                let started = std::time::Instant::now();
+                let live = "select count(*) from workflow_instances where status in ('pending', 'running')";
+                let mut open = count(live).await;
+                while open != 0 && started.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    open = count(live).await;
+                }
+                let failed = count("select count(*) from workflow_instances where status = 'failed'").await;
+                db.close().await;
+                if open != 0 {
+                    return Err(format!("{open} workflow instances were never settled"));
+                }
+                if failed != 0 && !failed_ok {
+                    return Err(format!("{failed} workflow instances failed"));
+                }
+                Ok(())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("outbox check panicked".into()));
+        if let Err(e) = outcome {
+            panic!("strict harness: {e}");
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.check_outbox();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

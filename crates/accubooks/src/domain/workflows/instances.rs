@@ -1,0 +1,271 @@
+//! Workflow instances: `triggerWorkflow`, `GET /api/workflow-instances/{id}` and
+//! `GET /api/workflow-instances?trigger_entity_id=`.
+//!
+//! Invariants: a manual instance is the record of its `triggerWorkflow` (deterministic
+//! id, fingerprint kept), with `trigger_entity_type: "manual"` and no trigger entity, so
+//! it never counts in the seeds' `trigger_entity_id = deterministic_id` accuracy join;
+//! instances from events are written by the outbox (`crate::workflows::Outbox`).
+//! `next_attempt_at` shows only while the instance is `pending` or `running` (then it is
+//! the end of the running attempt's lease).
+
+use axum::extract::{RawQuery, Request, State};
+use axum::response::Response;
+use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::{Need, Tenant};
+use crate::domain::Filter;
+use crate::error::{AppError, AppResult};
+use crate::ops;
+use crate::state::AppState;
+use crate::validate::Validator;
+use crate::web::{ok_json, page, IdPath, ListQuery};
+
+#[derive(Debug, Clone, FromRow)]
+struct InstanceRow {
+    id: Id,
+    workflow_id: Id,
+    trigger_entity_type: String,
+    trigger_entity_id: Option<String>,
+    input: Option<String>,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at: Ts,
+    created_at: Ts,
+    updated_at: Ts,
+    completed_at: Option<Ts>,
+    notification_id: Option<Id>,
+    notification_target: Option<String>,
+    notification_created_at: Option<Ts>,
+}
+
+/// The notification a `notify` instance wrote.
+#[derive(Debug, Clone, Serialize)]
+struct Notification {
+    id: Id,
+    target: String,
+    created_at: Ts,
+}
+
+/// A workflow instance, as every endpoint renders it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    id: Id,
+    workflow_id: Id,
+    trigger_entity_type: String,
+    trigger_entity_id: Option<String>,
+    input: Value,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at: Option<Ts>,
+    created_at: Ts,
+    updated_at: Ts,
+    completed_at: Option<Ts>,
+    notification: Option<Notification>,
+}
+
+impl From<InstanceRow> for Instance {
+    fn from(r: InstanceRow) -> Self {
+        let notification = match (
+            r.notification_id,
+            r.notification_target,
+            r.notification_created_at,
+        ) {
+            (Some(id), Some(target), Some(created_at)) => Some(Notification {
+                id,
+                target,
+                created_at,
+            }),
+            _ => None,
+        };
+        let live = matches!(r.status.as_str(), "pending" | "running");
+        Instance {
+            id: r.id,
+            workflow_id: r.workflow_id,
+            trigger_entity_type: r.trigger_entity_type,
+            trigger_entity_id: r.trigger_entity_id,
+            input: r
+                .input
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(Value::Null),
+            status: r.status,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            next_attempt_at: live.then_some(r.next_attempt_at),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            completed_at: r.completed_at,
+            notification,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, workflow_id, trigger_entity_type, trigger_entity_id, input, status, \
+                       attempts, last_error, next_attempt_at, created_at, updated_at, \
+                       completed_at, notification_id, notification_target, \
+                       notification_created_at";
+const FROM: &str = "(select i.company_id, i.id, i.workflow_id, i.trigger_entity_type, \
+                    i.trigger_entity_id, i.input, i.status, i.attempts, i.last_error, \
+                    i.next_attempt_at, i.created_at, i.updated_at, i.completed_at, \
+                    n.id as notification_id, n.target as notification_target, \
+                    n.created_at as notification_created_at from workflow_instances i \
+                    left join notifications n on n.company_id = i.company_id \
+                    and n.instance_id = i.id) x";
+
+fn location(id: Uuid) -> String {
+    format!("/api/workflow-instances/{id}")
+}
+
+async fn load_tx(tx: &mut Tx, company: Uuid, id: Uuid) -> AppResult<Option<Instance>> {
+    let sql = format!("select {COLUMNS} from {FROM} where company_id = $1 and id = $2");
+    let row = on_tx!(tx, |c| sqlx::query_as::<_, InstanceRow>(&sql)
+        .bind(Id(company))
+        .bind(Id(id))
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.map(Instance::from))
+}
+
+fn parse(body: &Value) -> AppResult<Option<String>> {
+    let mut v = Validator::new();
+    let input = match v.object(body, "", &["input"]) {
+        Some(o) => match o.get("input") {
+            None | Some(Value::Null) => None,
+            Some(i @ Value::Object(_)) => Some(i.to_string()),
+            Some(_) => {
+                v.error("input", "must be a JSON object");
+                None
+            }
+        },
+        None => None,
+    };
+    v.finish()?;
+    Ok(input)
+}
+
+struct TriggerWorkflow {
+    company: Uuid,
+    workflow: Uuid,
+    body: Value,
+}
+
+impl Operation for TriggerWorkflow {
+    type Error = AppError;
+
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        _tenant: &str,
+        id: Uuid,
+    ) -> AppResult<Option<Existing>> {
+        let fp =
+            super::super::record_fingerprint(tx, "workflow_instances", self.company, id).await?;
+        let Some(fp) = fp else { return Ok(None) };
+        let inst = load_tx(tx, self.company, id)
+            .await?
+            .ok_or_else(|| AppError::Internal("instance vanished".into()))?;
+        super::super::existing(fp, &inst, Some(location(id))).map(Some)
+    }
+
+    async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let input = parse(&self.body)?;
+        let w = super::load_tx(ctx.tx(), self.company, self.workflow, true)
+            .await?
+            .ok_or_else(|| {
+                AppError::not_found(format!("workflow {} does not exist", self.workflow))
+            })?;
+        if !w.active {
+            return Err(AppError::rule(
+                "workflow_inactive",
+                format!("workflow {} is not active", self.workflow),
+            ));
+        }
+        let (id, now, fp) = (ctx.id(), ctx.now(), ctx.fingerprint().to_owned());
+        on_tx!(ctx.tx(), |c| sqlx::query(
+            "insert into workflow_instances (company_id, id, workflow_id, trigger_entity_type, \
+             trigger_entity_id, input, status, attempts, next_attempt_at, request_fingerprint, \
+             created_at, updated_at) values ($1, $2, $3, 'manual', null, $4, 'pending', 0, $5, \
+             $6, $5, $5)"
+        )
+        .bind(Id(self.company))
+        .bind(Id(id))
+        .bind(Id(self.workflow))
+        .bind(input.as_deref())
+        .bind(now)
+        .bind(&fp)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let inst = load_tx(ctx.tx(), self.company, id)
+            .await?
+            .ok_or_else(|| AppError::Internal("instance vanished".into()))?;
+        super::super::created(&inst, Some(location(id)))
+    }
+}
+
+/// Handles `POST /api/workflows/{id}/trigger`. The instance is the operation's own
+/// record (not an emitted one), so a 201 wakes the worker explicitly.
+pub async fn trigger_workflow(
+    IdPath(workflow): IdPath,
+    State(state): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Response {
+    let company = tenant.company_id;
+    let res = crate::domain::gated(
+        &state,
+        tenant,
+        Need::Writer,
+        &ops::TRIGGER_WORKFLOW,
+        req,
+        |body| TriggerWorkflow {
+            company,
+            workflow,
+            body,
+        },
+    )
+    .await;
+    if res.status() == http::StatusCode::CREATED {
+        state.outbox.wake();
+    }
+    res
+}
+
+/// Handles `GET /api/workflow-instances/{id}`.
+pub async fn get_instance(
+    IdPath(id): IdPath,
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> AppResult<Response> {
+    let row: InstanceRow = crate::domain::find_row(&state.db, COLUMNS, FROM, tenant.company_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("workflow instance {id} does not exist")))?;
+    Ok(ok_json(&Instance::from(row)))
+}
+
+/// Handles `GET /api/workflow-instances?trigger_entity_id=`.
+pub async fn list_instances(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    RawQuery(q): RawQuery,
+) -> AppResult<Response> {
+    let q = ListQuery::parse(q.as_deref(), &["trigger_entity_id"])?;
+    let entity = q.uuid_filter("trigger_entity_id")?;
+    let rows: Vec<InstanceRow> = crate::domain::list_rows(
+        &state.db,
+        COLUMNS,
+        FROM,
+        tenant.company_id,
+        entity.map(|e| ("trigger_entity_id", Filter::TextId(e))),
+        &q,
+    )
+    .await?;
+    let rows: Vec<Instance> = rows.into_iter().map(Instance::from).collect();
+    Ok(ok_json(&page(rows, q.limit, |i| (i.created_at, i.id.0))))
+}
