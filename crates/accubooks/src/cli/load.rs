@@ -53,7 +53,7 @@ pub struct LoadArgs {
 }
 
 /// The operations the load generator can drive.
-pub(super) const SUPPORTED: [&str; 11] = [
+pub(super) const SUPPORTED: [&str; 17] = [
     "createCustomer",
     "createEmployee",
     "updateCompanySettings",
@@ -65,6 +65,12 @@ pub(super) const SUPPORTED: [&str; 11] = [
     "executePayroll",
     "createBankTransaction",
     "reconcileLedger",
+    "createInventoryItem",
+    "adjustInventory",
+    "createWorkflow",
+    "updateWorkflow",
+    "triggerWorkflow",
+    "rotateWebhookSecret",
 ];
 
 /// What a tenant's requests refer to, made before the run.
@@ -76,6 +82,9 @@ pub(super) struct Tenant {
     payment: String,
     drafts: Vec<String>,
     pairs: Vec<(String, String)>,
+    item: String,
+    triggered_workflow: String,
+    toggled_workflow: String,
 }
 
 /// One request of the run.
@@ -224,6 +233,37 @@ pub(super) async fn prepare(
                 "name": "Load employee", "pay_type": "salary", "annual_salary": "48000.00"}),
             )
             .await?;
+        }
+        if count("adjustInventory") > 0 {
+            let item = setup(
+                api,
+                &token,
+                &k("item"),
+                "/api/inventory-items",
+                json!({
+                "sku": format!("SETUP-{t}"), "name": "Load item", "quantity": 0}),
+            )
+            .await?;
+            tenant.item = id_of(&item);
+        }
+        for (what, slot) in [("triggerWorkflow", 0), ("updateWorkflow", 1)] {
+            if count(what) > 0 {
+                let wf = setup(
+                    api,
+                    &token,
+                    &k(what),
+                    "/api/workflows",
+                    json!({
+                    "name": format!("Load {what}"), "trigger": "manual",
+                    "action": {"type": "notify", "target": "load"}}),
+                )
+                .await?;
+                if slot == 0 {
+                    tenant.triggered_workflow = id_of(&wf);
+                } else {
+                    tenant.toggled_workflow = id_of(&wf);
+                }
+            }
         }
         let drafts = count("finalizeInvoice");
         let pairs = count("reconcileLedger");
@@ -380,6 +420,29 @@ pub(super) fn request(op: &str, t: &Tenant, i: usize, nth: usize) -> (String, Va
             json!({"amount": "1.00",
             "posted_on": "2026-01-02", "description": format!("Load {i}")}),
         ),
+        "createInventoryItem" => (
+            "/api/inventory-items".into(),
+            json!({"sku": format!("LOAD-{i}"),
+            "name": format!("Load {i}"), "quantity": 10}),
+        ),
+        "adjustInventory" => (
+            format!("/api/inventory-items/{}/adjustments", t.item),
+            json!({"delta": 1, "reason": format!("Load {i}")}),
+        ),
+        "createWorkflow" => (
+            "/api/workflows".into(),
+            json!({"name": format!("Load {i}"),
+            "trigger": "manual", "action": {"type": "notify", "target": "load"}}),
+        ),
+        "updateWorkflow" => (
+            format!("/api/workflows/{}", t.toggled_workflow),
+            json!({"active": nth % 2 == 1}),
+        ),
+        "triggerWorkflow" => (
+            format!("/api/workflows/{}/trigger", t.triggered_workflow),
+            json!({"input": {"n": i}}),
+        ),
+        "rotateWebhookSecret" => ("/api/company/webhook-secret/rotate".into(), json!({})),
         _ => {
             let (tx, payment) = t.pairs.get(nth).cloned().unwrap_or_default();
             (
@@ -391,7 +454,7 @@ pub(super) fn request(op: &str, t: &Tenant, i: usize, nth: usize) -> (String, Va
 }
 
 pub(super) fn method_of(op: &str) -> Method {
-    if op == "updateCompanySettings" {
+    if op == "updateCompanySettings" || op == "updateWorkflow" {
         Method::PATCH
     } else {
         Method::POST
@@ -563,4 +626,21 @@ fn summary(
     object.insert("findings".into(), json!(findings));
     object.insert("interrupted".into(), json!(interrupted));
     r.with_json(Value::Object(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_generator_drives_every_registered_operation() {
+        for def in crate::ops::registry().operations() {
+            assert!(
+                SUPPORTED.contains(&def.name),
+                "{} is registered but `accubooks load` cannot send it",
+                def.name
+            );
+            assert_eq!(method_of(def.name), def.method, "{}", def.name);
+        }
+    }
 }
