@@ -269,6 +269,9 @@ impl Application {
                 lease: args.lease,
                 key_ttl: args.key_ttl,
                 max_wait: args.max_wait,
+                // The in-flight cap bounds requests; this bounds their executions, which
+                // outlive requests whose clients left.
+                max_executions: usize::try_from(args.limits.max_in_flight).unwrap_or(usize::MAX),
                 ..EngineConfig::default()
             },
             metrics,

@@ -59,6 +59,9 @@ pub struct EngineConfig {
     /// Bytes of completed responses kept in memory for replay (least recently used go
     /// first; a response larger than 1/16 of this is never cached).
     pub replay_cache_bytes: usize,
+    /// Writes executing at once, counting those whose clients left; past it a write is
+    /// refused (503) before it claims its key, so abandoned requests cannot pile up work.
+    pub max_executions: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             replay_cache_bytes: 16 * 1024 * 1024,
+            max_executions: 2048,
         }
     }
 }
@@ -258,6 +262,9 @@ pub enum WriteError<E> {
     Store(sqlx::Error),
     /// The server is shutting down (a parked waiter is let go with 503).
     ShuttingDown,
+    /// As many writes as allowed are executing (abandoned ones included): refused before
+    /// claiming anything (503).
+    Overloaded,
 }
 
 /// The engine's answer, and whether the request was held by `Prefer: wait`.
@@ -348,6 +355,7 @@ struct Inner {
     emitter: Arc<dyn Emitter>,
     shutdown: CancellationToken,
     executions: TaskTracker,
+    slots: Arc<tokio::sync::Semaphore>,
     local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
     cache: Mutex<ReplayCache>,
     #[cfg(feature = "test-hooks")]
@@ -447,6 +455,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Self {
         let replay_budget = cfg.replay_cache_bytes;
+        let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_executions.max(1)));
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -456,6 +465,7 @@ impl Engine {
                 emitter,
                 shutdown,
                 executions: TaskTracker::new(),
+                slots,
                 local: Mutex::new(HashMap::new()),
                 cache: Mutex::new(ReplayCache::new(replay_budget)),
                 #[cfg(feature = "test-hooks")]
@@ -553,13 +563,19 @@ impl Engine {
             self.observe(&req, &result, started.elapsed(), 0);
             return Outcome { result, held: None };
         }
+        let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+            let result = Err(WriteError::Overloaded);
+            self.observe(&req, &result, started.elapsed(), 0);
+            return Outcome { result, held: None };
+        };
         let client = CancellationToken::new();
         let _gone_on_drop = client.clone().drop_guard();
         let engine = self.clone();
-        let task = self
-            .inner
-            .executions
-            .spawn(async move { engine.run_detached(req, op, started, client).await });
+        let task = self.inner.executions.spawn(async move {
+            let outcome = engine.run_detached(req, op, started, client).await;
+            drop(slot);
+            outcome
+        });
         match task.await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -923,6 +939,11 @@ impl Engine {
             Err(WriteError::Operation(e)) => {
                 ("failed", Some(e.error_type()), Some(e.audit_message()))
             }
+            Err(WriteError::Store(e)) if crate::db::is_transient(e) => (
+                "failed",
+                Some("unavailable"),
+                Some("store unavailable".to_owned()),
+            ),
             Err(WriteError::Store(_)) => {
                 ("failed", Some("internal"), Some("store error".to_owned()))
             }
@@ -930,6 +951,11 @@ impl Engine {
                 "failed",
                 Some("unavailable"),
                 Some("server shutting down".to_owned()),
+            ),
+            Err(WriteError::Overloaded) => (
+                "failed",
+                Some("unavailable"),
+                Some("server at its limit of executing writes".to_owned()),
             ),
         };
         m.writes

@@ -438,6 +438,13 @@ impl Gate {
             )
             .retry_after(5)
             .into_response(),
+            Err(WriteError::Overloaded) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the server is at its limit of writes in progress; nothing was written, retry shortly",
+            )
+            .retry_after(5)
+            .into_response(),
         };
         if let Some(wait) = outcome.held {
             if let Ok(v) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {

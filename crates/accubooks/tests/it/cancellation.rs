@@ -280,6 +280,7 @@ async fn a_write_that_cannot_start_within_five_seconds_gets_503_on_sqlite() {
 backend_tests!(
     a_storm_of_abandoned_writes_leaves_the_store_usable,
     a_request_cancelled_at_any_await_point_still_commits_once,
+    abandoned_writes_count_against_the_in_flight_limit,
 );
 
 /// A writer that never finishes: readiness and the health page say so, and the server
@@ -450,4 +451,59 @@ async fn duplicates_of_a_key_executing_on_another_node_share_one_poller() {
         reads <= 20,
         "node B read the store {reads} times for 20 waiting duplicates"
     );
+}
+
+/// Clients that abandon their writes cannot pile up detached work without bound: once as
+/// many writes execute as `--max-in-flight` allows, a further one is refused with `503`
+/// and `Retry-After` before it claims anything, even though the abandoned requests no
+/// longer count as in flight.
+async fn abandoned_writes_count_against_the_in_flight_limit(backend: Backend) {
+    use tower::ServiceExt;
+
+    let mut o = crate::harness::Options::default();
+    o.limits.max_in_flight = 2;
+    let app = TestApp::spawn_with(backend, o).await;
+    let co = app.create_company("Acme").await;
+    let router =
+        accubooks::app::router(app.state.clone(), accubooks::ops::registry()).expect("router");
+    // Arrange: two writes park before their transactions (holding no writer slot) and
+    // their clients leave, freeing their in-flight slots.
+    let mut holds = Vec::new();
+    for (point, key) in [("claim", "first"), ("claimed", "second")] {
+        let hold = app.state.engine().hooks().arm(point, false);
+        let request = tokio::spawn(router.clone().oneshot(create_customer(&co.token, key, key)));
+        hold.reached().await;
+        request.abort();
+        let _ = request.await;
+        holds.push(hold);
+    }
+    // Act: a third write.
+    let third = app
+        .post(
+            "/api/customers",
+            &co.token,
+            "third",
+            &json!({"name": "third"}),
+        )
+        .await;
+    // Assert: refused as overload, its key untouched; once the others finish it runs.
+    assert_eq!(third.status, 503, "{:?}", third.json());
+    assert_eq!(third.header("retry-after").as_deref(), Some("5"));
+    for hold in holds {
+        hold.release();
+    }
+    let settling = Instant::now();
+    while app.state.engine().executions_running() > 0 {
+        assert!(settling.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = app
+        .post(
+            "/api/customers",
+            &co.token,
+            "third",
+            &json!({"name": "third"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{:?}", again.json());
 }
