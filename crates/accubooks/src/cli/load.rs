@@ -123,6 +123,16 @@ pub async fn run(args: LoadArgs, json: bool) -> ExitCode {
     if !(0.0..=0.9).contains(&args.duplicate_ratio) {
         return fail("--duplicate-ratio must be between 0 and 0.9");
     }
+    // Ctrl-C from here on stops the sending; what was sent is still reported and checked.
+    let stop = CancellationToken::new();
+    let ctrl_c = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        }
+    });
     let operator = match operator_token() {
         Ok(t) => t,
         Err(e) => return fail(e),
@@ -137,15 +147,6 @@ pub async fn run(args: LoadArgs, json: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     let jobs = jobs(plan, &tenants, args.duplicate_ratio);
-    let stop = CancellationToken::new();
-    let ctrl_c = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.cancel();
-            }
-        }
-    });
     let (outcomes, elapsed) = send_all(&api, &tenants, jobs, &args, &stop).await;
     ctrl_c.abort();
     let findings = verify(&api, &tenants, &outcomes).await;

@@ -678,3 +678,45 @@ async fn companies_create_and_tokens_issue_go_through_the_admin_api(backend: Bac
     expect_exit(&no_token, 2);
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("ACCUBOOKS_ADMIN_TOKEN"));
 }
+
+/// Ctrl-C stops the sending, and the run still reports and checks what it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_load_reports_and_checks_what_it_sent() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let url = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_accubooks"))
+            .args([
+                "--json",
+                "load",
+                "--url",
+                &url,
+                "--operation",
+                "createCustomer",
+                "--requests",
+                "200000",
+                "--concurrency",
+                "8",
+                "--tenants",
+                "1",
+            ])
+            .env("ACCUBOOKS_ADMIN_TOKEN", crate::harness::OPERATOR)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("load starts");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        child.wait_with_output().expect("load ends")
+    })
+    .await
+    .expect("task");
+    expect_exit(&out, 0);
+    let report = json_of(&out);
+    assert_eq!(report["interrupted"], json!(true), "{report}");
+    let sent = report["requests"].as_u64().unwrap_or(0);
+    assert!(sent > 0 && sent < 200_000, "{report}");
+    assert_eq!(report["findings"], json!([]));
+}
