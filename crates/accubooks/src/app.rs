@@ -164,6 +164,9 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .layer(Extension(document))
         .fallback(web::not_found)
         .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             serve::limit_in_flight(slots.clone(), req, next)
         }))
@@ -179,6 +182,24 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         }))
         .layer(middleware::from_fn(idem::http::request_id_layer))
         .with_state(state))
+}
+
+/// A handler that panicked: logged with its message, answered with the opaque
+/// `500 internal` problem document instead of a dropped connection. (A write that
+/// panics inside the engine is already its own task and answers the same way.)
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred",
+    )
+    .into_response()
 }
 
 async fn request_deadline(deadline: Duration, req: Request, next: Next) -> Response {
@@ -450,5 +471,49 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_the_internal_problem() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app: Router = Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            ));
+        let res = app
+            .oneshot(
+                http::Request::get("/boom")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            res.headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["code"], "internal");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("boom"),
+            "the panic stays in the log"
+        );
     }
 }
