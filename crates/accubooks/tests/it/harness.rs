@@ -542,3 +542,87 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// A real `accubooks serve` process on a free port (multi-process tests): started with
+/// the operator token, a small pool and `extra` arguments and environment; killed (after
+/// a SIGCONT, in case a test froze it) when dropped.
+pub struct Node {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl Node {
+    pub async fn start(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        use std::process::{Command, Stdio};
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_accubooks"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                url,
+                "--admin-token",
+                OPERATOR,
+                "--pool-size",
+                "5",
+            ])
+            .args(extra)
+            .env_remove("IDEM_TEST_HOLD")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start accubooks");
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", node.base)).send().await {
+                if r.status() == 200 {
+                    return node;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`, …) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit status, once the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        self.kill();
+    }
+}

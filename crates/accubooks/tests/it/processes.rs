@@ -5,93 +5,17 @@
 //! (`IDEM_TEST_HOLD=<point>:<ms>:<key prefix>`, compiled only into test builds) parks an
 //! executor at a named point so the crash lands where the test wants it.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::harness::{postgres_url, Backend, TestDb, OPERATOR};
+use crate::harness::{postgres_url, Backend, Node, TestDb, OPERATOR};
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    async fn start(url: &str, lease: &str, hold: Option<&str>) -> Node {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_accubooks"));
-        cmd.args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            url,
-        ])
-        .args([
-            "--admin-token",
-            OPERATOR,
-            "--lease",
-            lease,
-            "--key-ttl",
-            "1h",
-            "--pool-size",
-            "5",
-        ])
-        .env_remove("IDEM_TEST_HOLD")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if let Some(h) = hold {
-            cmd.env("IDEM_TEST_HOLD", h);
-        }
-        let child = cmd.spawn().expect("start accubooks");
-        let node = Node {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", node.base)).send().await {
-                if r.status() == 200 {
-                    return node;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "node did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill {sig}");
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        self.kill();
-    }
+/// A node whose claims last `lease`, optionally with a hold point (`IDEM_TEST_HOLD`).
+async fn node(url: &str, lease: &str, hold: Option<&str>) -> Node {
+    let env: Vec<(&str, &str)> = hold.map(|h| ("IDEM_TEST_HOLD", h)).into_iter().collect();
+    Node::start(url, &["--lease", lease, "--key-ttl", "1h"], &env).await
 }
 
 async fn company(client: &reqwest::Client, node: &Node) -> (String, String) {
@@ -183,11 +107,8 @@ async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
-    let first = Node::start(&db.url, "30s", None).await;
-    let (second, third) = tokio::join!(
-        Node::start(&db.url, "30s", None),
-        Node::start(&db.url, "30s", None)
-    );
+    let first = node(&db.url, "30s", None).await;
+    let (second, third) = tokio::join!(node(&db.url, "30s", None), node(&db.url, "30s", None));
     let nodes = [first, second, third];
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(200)
@@ -215,7 +136,7 @@ async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
 
 async fn killed_executor_case(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut a = Node::start(&db.url, "2s", Some("claimed:60000:hold-")).await;
+    let mut a = node(&db.url, "2s", Some("claimed:60000:hold-")).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &a).await;
     let doomed = tokio::spawn({
@@ -230,7 +151,7 @@ async fn killed_executor_case(backend: Backend) {
         "the killed node never answered"
     );
     // SQLite: restart on the same file. PostgreSQL: any other node.
-    let b = Node::start(&db.url, "2s", None).await;
+    let b = node(&db.url, "2s", None).await;
     let (status, _) = create(&client, &b.base, &token, "hold-kill", None).await;
     assert_eq!(
         status, 409,
@@ -267,8 +188,8 @@ async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
     }
     let db = TestDb::new(Backend::Postgres).await;
     // A parks inside its transaction, after its writes, before the fenced completion.
-    let a = Node::start(&db.url, "1s", Some("before_complete:3000:hold-")).await;
-    let b = Node::start(&db.url, "1s", None).await;
+    let a = node(&db.url, "1s", Some("before_complete:3000:hold-")).await;
+    let b = node(&db.url, "1s", None).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &a).await;
     let frozen = tokio::spawn({
@@ -297,7 +218,7 @@ async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_and_exits_zero() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut node = Node::start(&db.url, "30s", None).await;
+    let mut node = node(&db.url, "30s", None).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &node).await;
     assert_eq!(
@@ -309,7 +230,7 @@ async fn sigterm_drains_and_exits_zero() {
     node.signal("-TERM");
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = node.child.try_wait().expect("wait") {
+        if let Some(status) = node.try_wait() {
             break status;
         }
         assert!(

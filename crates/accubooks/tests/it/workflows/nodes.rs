@@ -2,74 +2,30 @@
 //! loses nothing — its claim ends with its lease and a restarted node delivers — and two
 //! nodes on one PostgreSQL never deliver one instance at the same time.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{json, Value};
 
 use super::receiver::{Mode, Receiver};
-use crate::harness::{postgres_url, Backend, TestDb, OPERATOR};
+use crate::harness::{postgres_url, Backend, Node, TestDb, OPERATOR};
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    async fn start(url: &str, lease: &str, timeout: &str) -> Node {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_accubooks"))
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                url,
-            ])
-            .args(["--admin-token", OPERATOR, "--pool-size", "5"])
-            .args(["--webhook-lease", lease, "--webhook-timeout", timeout])
-            .args(["--webhook-backoff", "50ms"])
-            .env("ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE", "1")
-            .env_remove("IDEM_TEST_HOLD")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start accubooks");
-        let node = Node {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", node.base)).send().await {
-                if r.status() == 200 {
-                    return node;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "node did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A node delivering webhooks to loopback with a `lease` on each claimed delivery and a
+/// `timeout` per attempt.
+async fn node(url: &str, lease: &str, timeout: &str) -> Node {
+    Node::start(
+        url,
+        &[
+            "--webhook-lease",
+            lease,
+            "--webhook-timeout",
+            timeout,
+            "--webhook-backoff",
+            "50ms",
+        ],
+        &[("ACCUBOOKS_WEBHOOK_ALLOW_PRIVATE", "1")],
+    )
+    .await
 }
 
 async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -131,7 +87,7 @@ async fn trigger(
 async fn killed_mid_delivery_case(backend: Backend) {
     let rx = Receiver::start(Mode::HangFirst).await;
     let db = TestDb::new(backend).await;
-    let mut a = Node::start(&db.url, "3s", "2s").await;
+    let mut a = node(&db.url, "3s", "2s").await;
     let client = reqwest::Client::new();
     let (token, w) = setup(&client, &a, &rx.url("/hook")).await;
     let id = trigger(&client, &a.base, &token, &w, "k").await;
@@ -144,7 +100,7 @@ async fn killed_mid_delivery_case(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill();
-    let b = Node::start(&db.url, "3s", "2s").await;
+    let b = node(&db.url, "3s", "2s").await;
     let started = Instant::now();
     let v = loop {
         let (_, v) = call(
@@ -198,10 +154,7 @@ async fn two_nodes_deliver_300_instances_each_once_and_never_at_the_same_time() 
     };
     let rx = Receiver::start_with(Mode::Ok, Duration::from_millis(5)).await;
     let db = TestDb::new(Backend::Postgres).await;
-    let (a, b) = tokio::join!(
-        Node::start(&db.url, "30s", "5s"),
-        Node::start(&db.url, "30s", "5s")
-    );
+    let (a, b) = tokio::join!(node(&db.url, "30s", "5s"), node(&db.url, "30s", "5s"));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(100)
         .build()
