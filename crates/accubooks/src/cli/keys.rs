@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use idem::{hygiene, on_db, on_tx, store, Db, IdempotencyKey, Scope, Ts};
+use idem::{hygiene, on_db, store, Db, IdempotencyKey, Scope, Ts};
 use serde_json::{json, Value};
 
 use super::output::{fail, Report};
@@ -248,27 +248,29 @@ async fn release_watched(
         tx.rollback().await?;
         return Ok(Released::Alive);
     }
-    let now = Ts::now();
-    on_tx!(&mut tx, |c| sqlx::query(
-        "insert into idempotent_write_audit_log (id, operation_name, operation_type, \
-         deterministic_id, company_id, status, execution_duration_ms, timestamp, \
-         idempotency_key, error_message) \
-         values ($1, $2, $3, $4, $5, 'failed', 0, $6, $7, $8)"
-    )
-    .bind(idem::Id(uuid::Uuid::now_v7()))
-    .bind(scope.operation)
-    .bind(operation_type(scope.operation))
-    .bind(scope.deterministic_id().to_string())
-    .bind(&scope.tenant)
-    .bind(now)
-    .bind(scope.key.as_str())
-    .bind(format!(
-        "in-flight claim (fence {}) released by an operator with `accubooks keys release`",
-        seen.fence
-    ))
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    let row = idem::telemetry::AuditRow {
+        id: uuid::Uuid::now_v7(),
+        operation_name: scope.operation,
+        operation_type: operation_type(scope.operation),
+        deterministic_id: Some(scope.deterministic_id().to_string()),
+        company_id: scope.tenant.clone(),
+        user_id: None,
+        status: "failed",
+        execution_duration_ms: 0.0,
+        timestamp: Ts::now(),
+        request_id: String::new(),
+        idempotency_key: Some(scope.key.as_str().to_owned()),
+        route_path: "accubooks keys release".to_owned(),
+        http_method: "CLI".to_owned(),
+        workflows_triggered: 0,
+        side_effects_executed: false,
+        error_message: Some(format!(
+            "in-flight claim (fence {}) released by an operator with `accubooks keys release`",
+            seen.fence
+        )),
+        metadata: Some(json!({"action": "keys release"})),
+    };
+    idem::telemetry::insert_audit(&mut tx, &row).await?;
     tx.commit().await?;
     Ok(Released::Done { fence: seen.fence })
 }
