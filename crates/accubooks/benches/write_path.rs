@@ -277,6 +277,7 @@ fn serve_args(url: &str) -> ServeArgs {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         db: DbArgs {
             database_url: url.to_owned(),
+            transaction_pooler: false,
         },
         migrate: true,
         no_migrate: false,

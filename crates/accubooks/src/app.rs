@@ -245,6 +245,7 @@ impl Application {
             statement_timeout: Some(args.lease),
             lock_timeout: Some(STORE_WAIT),
             create_if_missing: true,
+            transaction_pooler: args.db.transaction_pooler,
         };
         let db = Db::connect(&args.db.database_url, &connect)
             .await
@@ -255,7 +256,7 @@ impl Application {
             let pending = pending_migrations(&db).await?;
             anyhow::ensure!(
                 pending.is_empty(),
-                "the database schema is outdated (pending migrations {pending:?}); run `accubooks migrate` or start without --no-migrate"
+                "the database schema is outdated (pending migrations {pending:?}); run `accubooks migrate` (against PostgreSQL itself, not a transaction pooler) or start without --no-migrate"
             );
         }
         let (operator_hash, generated) = operator_token_hash(&db, args.admin_token.as_deref())

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-const ARCHIVE_LOCK: i64 = 0x1de3_9a10;
+/// Two-`integer` advisory key (idem's claims own the single-`bigint` space).
+const ARCHIVE_LOCK: (i32, i32) = (0x1de3, 0x9a10);
 
 /// A step of archiving one month (a test may stop after any of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub enum ArchiveError {
     /// Another archive holds the lock.
     #[error("another audit archive is running")]
     Busy,
+    /// The archive holds a session lock: it runs against PostgreSQL itself.
+    #[error("the audit archive cannot run through a transaction pooler: point --database-url at PostgreSQL itself")]
+    Pooler,
 }
 
 /// `idempotent_write_audit_log_YYYY_MM` → the month's first instant.
@@ -139,20 +143,23 @@ pub async fn archive(
 ) -> Result<Vec<Manifest>, ArchiveError> {
     std::fs::create_dir_all(dir)?;
     let pool = match db {
-        idem::Db::Postgres(pool) => pool,
+        idem::Db::Postgres(pg) if pg.pooled() => return Err(ArchiveError::Pooler),
+        idem::Db::Postgres(pg) => pg.pool(),
         idem::Db::Sqlite { .. } => return archive_sqlite(db, cutoff, dir, stop_after).await,
     };
     let mut lock = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(ARCHIVE_LOCK)
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+        .bind(ARCHIVE_LOCK.0)
+        .bind(ARCHIVE_LOCK.1)
         .fetch_one(&mut *lock)
         .await?;
     if !locked {
         return Err(ArchiveError::Busy);
     }
     let result = archive_locked(pool, cutoff, dir, stop_after).await;
-    let _ = sqlx::query("select pg_advisory_unlock($1)")
-        .bind(ARCHIVE_LOCK)
+    let _ = sqlx::query("select pg_advisory_unlock($1, $2)")
+        .bind(ARCHIVE_LOCK.0)
+        .bind(ARCHIVE_LOCK.1)
         .execute(&mut *lock)
         .await;
     result

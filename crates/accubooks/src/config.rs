@@ -111,6 +111,12 @@ pub struct DbArgs {
     /// Database URL: `sqlite://FILE` (created if missing) or `postgres://…`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://accubooks.db")]
     pub database_url: String,
+    /// The PostgreSQL URL is a transaction-pooling proxy (PgBouncer with
+    /// `pool_mode = transaction`): every statement runs inside a transaction, nothing is
+    /// prepared by name, timeouts are set per transaction, and migrations are checked
+    /// but not applied (apply them with `accubooks migrate` against PostgreSQL itself).
+    #[arg(long, env = "ACCUBOOKS_TRANSACTION_POOLER")]
+    pub transaction_pooler: bool,
 }
 
 /// Log output format.
@@ -158,7 +164,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCUBOOKS_KEY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub key_ttl: Duration,
 
-    /// How long a claim lasts without renewal; a dead executor's key frees after it.
+    /// How long a write's session may sit idle in its transaction, or run one statement,
+    /// before PostgreSQL ends it (and the key can execute elsewhere).
     #[arg(long, env = "ACCUBOOKS_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
 
@@ -256,7 +263,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 impl ServeArgs {
     /// Whether to migrate at start.
     pub fn should_migrate(&self) -> bool {
-        self.migrate && !self.no_migrate
+        self.migrate && !self.no_migrate && !self.db.transaction_pooler
     }
 
     /// Checks the settings together; the message says what to change.

@@ -122,6 +122,13 @@ impl idem::OperationError for AppError {
             other => other.to_problem().detail,
         }
     }
+
+    fn store_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            AppError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Field errors named in an audit message; the rest are counted.

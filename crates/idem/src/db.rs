@@ -46,7 +46,7 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub enum Db {
     /// PostgreSQL pool.
-    Postgres(PgPool),
+    Postgres(Pg),
     /// SQLite pool and the process-wide write gate for its file.
     Sqlite {
         /// The pool (readers run concurrently under WAL).
@@ -78,6 +78,11 @@ pub struct ConnectOptions {
     /// SQLite: create the file when it does not exist (the server does; an operator
     /// command pointed at a wrong path should say so instead).
     pub create_if_missing: bool,
+    /// PostgreSQL: the URL points at a transaction-pooling proxy (PgBouncer
+    /// `pool_mode = transaction`). Nothing may then outlive a transaction: every
+    /// statement runs inside one, unprepared by name, and the timeouts are set per
+    /// transaction instead of per session.
+    pub transaction_pooler: bool,
 }
 
 impl Default for ConnectOptions {
@@ -89,6 +94,7 @@ impl Default for ConnectOptions {
             statement_timeout: None,
             lock_timeout: None,
             create_if_missing: true,
+            transaction_pooler: false,
         }
     }
 }
@@ -99,17 +105,24 @@ impl Db {
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url)?;
-            let settings = [
+            let settings: Vec<(&'static str, String)> = [
                 (
                     "idle_in_transaction_session_timeout",
                     opts.idle_in_transaction_timeout,
                 ),
                 ("statement_timeout", opts.statement_timeout),
                 ("lock_timeout", opts.lock_timeout),
-            ];
-            for (name, value) in settings {
-                if let Some(t) = value {
-                    connect = connect.options([(name, format!("{}ms", t.as_millis()))]);
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|t| (name, format!("{}ms", t.as_millis()))))
+            .collect();
+            if opts.transaction_pooler {
+                // A pooler hands each transaction any server connection: no session
+                // settings, no statement prepared by name.
+                connect = connect.statement_cache_capacity(0);
+            } else {
+                for (name, value) in &settings {
+                    connect = connect.options([(*name, value.as_str())]);
                 }
             }
             let pool = PgPoolOptions::new()
@@ -120,7 +133,22 @@ impl Db {
                 .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
                 .connect_with(connect)
                 .await?;
-            Ok(Db::Postgres(pool))
+            let per_transaction = if opts.transaction_pooler {
+                Some(Arc::from(
+                    settings
+                        .iter()
+                        .map(|(name, value)| format!("set_config('{name}', '{value}', true)"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ))
+            } else {
+                None
+            };
+            Ok(Db::Postgres(Pg {
+                pool,
+                pooled: opts.transaction_pooler,
+                per_transaction: per_transaction.filter(|s: &Arc<str>| !s.is_empty()),
+            }))
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(opts.create_if_missing)
@@ -168,7 +196,7 @@ impl Db {
     /// acquire timeout.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
+            Db::Postgres(pg) => Ok(Tx::Postgres(pg.begin().await?)),
             Db::Sqlite {
                 pool,
                 write_gate,
@@ -214,7 +242,7 @@ impl Db {
     /// Connections currently checked out of the pool.
     pub fn connections_in_use(&self) -> u32 {
         let (size, idle) = match self {
-            Db::Postgres(p) => (p.size(), p.num_idle()),
+            Db::Postgres(p) => (p.pool.size(), p.pool.num_idle()),
             Db::Sqlite { pool, .. } => (pool.size(), pool.num_idle()),
         };
         size.saturating_sub(idle as u32)
@@ -223,7 +251,7 @@ impl Db {
     /// Connections open (idle or in use).
     pub fn connections_open(&self) -> u32 {
         match self {
-            Db::Postgres(p) => p.size(),
+            Db::Postgres(p) => p.pool.size(),
             Db::Sqlite { pool, .. } => pool.size(),
         }
     }
@@ -231,7 +259,7 @@ impl Db {
     /// The configured maximum pool size.
     pub fn max_connections(&self) -> u32 {
         match self {
-            Db::Postgres(p) => p.options().get_max_connections(),
+            Db::Postgres(p) => p.pool.options().get_max_connections(),
             Db::Sqlite { pool, .. } => pool.options().get_max_connections(),
         }
     }
@@ -239,7 +267,7 @@ impl Db {
     /// Closes the pool, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         match self {
-            Db::Postgres(p) => p.close().await,
+            Db::Postgres(p) => p.pool.close().await,
             Db::Sqlite { pool, .. } => pool.close().await,
         }
     }
@@ -308,11 +336,177 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` says the session under a transaction is gone (the server ended it: the
+/// lease passed idle in the transaction, an operator terminated it, the server shut down;
+/// or the connection broke). Such a transaction is rolled back unless its `COMMIT` had
+/// already landed, so whoever retries must read what is stored before acting again.
+pub fn session_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exception; 25P03: idle_in_transaction_session_timeout;
+        // 57P01/57P02/57P03: terminated by an administrator, crash shutdown, cannot
+        // connect now.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c == "25P03" || c == "57P01" || c == "57P02" || c == "57P03"
+        }),
+        _ => false,
+    }
+}
+
+/// A PostgreSQL pool, and whether it goes through a transaction pooler.
+#[derive(Clone, Debug)]
+pub struct Pg {
+    pool: PgPool,
+    pooled: bool,
+    /// Through a pooler: the session's settings, set again in every transaction.
+    per_transaction: Option<Arc<str>>,
+}
+
+impl Pg {
+    /// The pool. Through a transaction pooler, statements must run inside a transaction
+    /// on [`PgTx::exec`] instead ([`on_db!`](crate::on_db) does that).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the URL is a transaction-pooling proxy.
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Begins a transaction (through a pooler: with the session's settings for it).
+    pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(settings) = &self.per_transaction {
+            sqlx::query(&format!("select {settings}"))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(PgTx {
+            tx,
+            unnamed: self.pooled,
+        })
+    }
+}
+
+/// A PostgreSQL transaction; its statements run through [`PgTx::exec`].
+#[derive(Debug)]
+pub struct PgTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+    unnamed: bool,
+}
+
+impl PgTx {
+    /// The executor for this transaction's statements (prepared without a name through
+    /// a transaction pooler, where a named statement would outlive the transaction).
+    pub fn exec(&mut self) -> PgExec<'_> {
+        PgExec {
+            conn: &mut self.tx,
+            unnamed: self.unnamed,
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+/// The executor of a [`PgTx`].
+#[derive(Debug)]
+pub struct PgExec<'c> {
+    conn: &'c mut sqlx::PgConnection,
+    unnamed: bool,
+}
+
+/// A query run without a named prepared statement.
+struct Unnamed<Q>(Q);
+
+impl<'q, Q: sqlx::Execute<'q, Postgres>> sqlx::Execute<'q, Postgres> for Unnamed<Q> {
+    fn sql(&self) -> &'q str {
+        self.0.sql()
+    }
+    fn statement(&self) -> Option<&<Postgres as Database>::Statement<'q>> {
+        None
+    }
+    fn take_arguments(
+        &mut self,
+    ) -> Result<Option<<Postgres as Database>::Arguments<'q>>, BoxDynError> {
+        self.0.take_arguments()
+    }
+    fn persistent(&self) -> bool {
+        false
+    }
+}
+
+type PgStep = sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>;
+
+impl<'c> sqlx::Executor<'c> for PgExec<'c> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures::stream::BoxStream<'e, Result<PgStep, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        if self.unnamed {
+            self.conn.fetch_many(Unnamed(query))
+        } else {
+            self.conn.fetch_many(query)
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures::future::BoxFuture<'e, Result<Option<sqlx::postgres::PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        if self.unnamed {
+            self.conn.fetch_optional(Unnamed(query))
+        } else {
+            self.conn.fetch_optional(query)
+        }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> futures::future::BoxFuture<'e, Result<sqlx::postgres::PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.conn.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> futures::future::BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.conn.describe(sql)
+    }
+}
+
 /// A write transaction on either store.
 #[derive(Debug)]
 pub enum Tx {
     /// PostgreSQL transaction.
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres(PgTx),
     /// SQLite transaction, holding the write gate until it ends.
     Sqlite {
         /// The transaction.
@@ -358,13 +552,31 @@ impl Tx {
 }
 
 /// Runs `$body` with `$c` bound to the pool of either store: `on_db!(db, |c| query.fetch_one(c).await)`.
-/// The body is expanded once per backend, so it must evaluate to the same type on both.
+/// The body is expanded once per backend, so it must evaluate to the same type on both,
+/// a `Result` whose error converts from [`sqlx::Error`]. Through a transaction pooler
+/// the body runs inside a transaction of its own.
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, |$c:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Postgres(pool) => {
-                let $c = pool;
+            $crate::db::Db::Postgres(pg) if pg.pooled() => match pg.begin().await {
+                Ok(mut tx) => {
+                    let result = {
+                        let $c = tx.exec();
+                        $body
+                    };
+                    match result {
+                        Ok(v) => match tx.commit().await {
+                            Ok(()) => Ok(v),
+                            Err(e) => Err(e.into()),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            },
+            $crate::db::Db::Postgres(pg) => {
+                let $c = pg.pool();
                 $body
             }
             $crate::db::Db::Sqlite { pool, .. } => {
@@ -381,7 +593,7 @@ macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
             $crate::db::Tx::Postgres(tx) => {
-                let $c = &mut **tx;
+                let $c = tx.exec();
                 $body
             }
             $crate::db::Tx::Sqlite { tx, .. } => {

@@ -2,33 +2,37 @@
 //!
 //! | state of the scope                      | same fingerprint             | other fingerprint |
 //! |-----------------------------------------|------------------------------|-------------------|
-//! | absent / released / expired, no record row | claim → execute           | claim → execute   |
-//! | in flight, lease alive                  | 409 (or wait, `Prefer: wait`) | 409 (or wait)    |
-//! | in flight, lease ended                  | take over (fence + 1) → execute | same            |
+//! | no live record, nobody executing         | claim → execute              | claim → execute   |
+//! | executing (its transaction holds the claim) | 409 (or wait, `Prefer: wait`) | 409 (or wait)  |
+//! | executor crashed or frozen past its lease | its session is ended by the store: claim → execute | same |
 //! | completed, not expired                  | replay byte for byte (200)   | 422 mismatch      |
 //! | expired, deterministic record row exists | 200, the resource as it is now | 422 mismatch    |
 //!
 //! Invariants:
-//! - At most one execution of a scope commits: the business write, the completed record
-//!   (matched on this executor's fence), the `new` audit row and the outbox rows share
-//!   one transaction, and the record row's id is the scope's deterministic id.
-//! - A failed execution commits nothing and frees the key.
-//! - While executing, the executor renews its lease every lease/3; an executor whose
-//!   claim was taken over cannot commit, and answers as a retry would.
+//! - One transaction per execution: the claim ([`store::claim`]), the business write,
+//!   the completed record and the `new` audit row ([`store::complete`], one statement on
+//!   PostgreSQL) and the outbox rows. At most one execution of a scope commits, because
+//!   only the claim's holder executes and the claim ends with its transaction; the
+//!   record row's id is the scope's deterministic id.
+//! - A failed execution commits nothing; rolling back frees the key.
+//! - An executor that loses its session (ended by the store after the lease, or cut off)
+//!   cannot commit, and tries again as a retry would: it then finds the completion of
+//!   whoever took over, or that nothing committed and executes.
 //! - Duplicates of a key executing on this node wait on an in-process channel and hold no
 //!   database connection; duplicates of a key executing elsewhere poll with backoff, one
 //!   poller per scope per node (the others wait on it in-process).
 //! - Completed records are immutable until they expire, so they are served from an
-//!   in-memory cache without touching the database.
+//!   in-memory cache ([`crate::cache`]) without touching the database.
 //! - A started write is finished whatever the client does: everything past the replay
 //!   cache runs in a task of its own (tracked, so shutdown can wait for it), and the
 //!   request only waits for its answer. A client that leaves drops the answer, never the
-//!   claim, the transaction or the audit row; its retry replays the result. Only waiting
-//!   (for a duplicate in flight) stops when the client leaves, since it holds nothing.
+//!   transaction or the audit row; its retry replays the result. Only waiting (for a
+//!   duplicate in flight) stops when the client leaves, since it holds nothing.
+//! - What each answer costs in telemetry (metrics, log event, audit row) is decided in
+//!   one place, [`crate::observe`].
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,24 +44,30 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::cache::{Cached, ReplayCache};
 use crate::db::{Db, Ts, Tx};
 use crate::fingerprint::Fingerprint;
 use crate::key::Scope;
 use crate::registry::OperationDef;
-use crate::store::{self, Claim, RecordState, StoredResponse};
-use crate::telemetry::{insert_audit, log_write, AuditQueue, AuditRow, Metrics};
+use crate::store::{self, Claim, Lease, Record, StoredResponse};
+use crate::telemetry::{AuditQueue, Metrics};
+
+pub use crate::observe::Rejected;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// How long a claim lasts without renewal.
+    /// How long an executor's session may sit idle in its transaction, or run one
+    /// statement, before the store ends it and the key can be taken over (PostgreSQL).
     pub lease: Duration,
+    /// The longest one of a write's statements may wait for a row lock (PostgreSQL).
+    pub lock_timeout: Duration,
     /// How long a completed record counts (operations may override).
     pub key_ttl: Duration,
     /// Cap for `Prefer: wait`.
     pub max_wait: Duration,
-    /// Bytes of completed responses kept in memory for replay (least recently used go
-    /// first; a response larger than 1/16 of this is never cached).
+    /// Bytes of completed responses kept in memory for replay (a response larger than
+    /// 1/16 of this is never cached).
     pub replay_cache_bytes: usize,
     /// Writes executing at once, counting those whose clients left; past it a write is
     /// refused (503) before it claims its key, so abandoned requests cannot pile up work.
@@ -68,6 +78,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
             key_ttl: Duration::from_secs(24 * 3600),
             max_wait: Duration::from_secs(30),
             replay_cache_bytes: 16 * 1024 * 1024,
@@ -119,6 +130,11 @@ pub trait OperationError: Send + 'static {
     fn error_type(&self) -> &'static str;
     /// A description for the audit log (never SQL text).
     fn audit_message(&self) -> String;
+    /// The store error behind this failure, if it is one: a lost session inside the
+    /// operation is then read again like one in the engine's own statements.
+    fn store_error(&self) -> Option<&sqlx::Error> {
+        None
+    }
 }
 
 /// The operation's record as found by its deterministic id.
@@ -276,88 +292,23 @@ pub struct Outcome<E> {
     pub held: Option<Duration>,
 }
 
-#[derive(Debug)]
-struct Cached {
-    fingerprint: String,
-    body: Bytes,
-    location: Option<String>,
-    expires_at: Ts,
-}
-
-impl Cached {
-    fn size(&self) -> usize {
-        self.body.len()
-            + self.fingerprint.len()
-            + self.location.as_ref().map_or(0, String::len)
-            + 128
-    }
-}
-
-/// Completed responses by scope, bounded by total bytes, least recently used evicted.
-struct ReplayCache {
-    entries: lru::LruCache<Scope, Arc<Cached>>,
-    bytes: usize,
-    budget: usize,
-}
-
-impl ReplayCache {
-    fn new(budget: usize) -> Self {
-        Self {
-            entries: lru::LruCache::unbounded(),
-            bytes: 0,
-            budget,
-        }
-    }
-
-    fn get(&mut self, scope: &Scope) -> Option<Arc<Cached>> {
-        let hit = self.entries.get(scope)?.clone();
-        if hit.expires_at <= Ts::now() {
-            self.remove(scope);
-            return None;
-        }
-        Some(hit)
-    }
-
-    fn remove(&mut self, scope: &Scope) {
-        if let Some(old) = self.entries.pop(scope) {
-            self.bytes -= old.size();
-        }
-    }
-
-    fn put(&mut self, scope: Scope, value: Arc<Cached>) {
-        let size = value.size();
-        if size > self.budget / 16 {
-            return;
-        }
-        self.remove(&scope);
-        while self.bytes + size > self.budget {
-            match self.entries.pop_lru() {
-                Some((_, old)) => self.bytes -= old.size(),
-                None => break,
-            }
-        }
-        self.bytes += size;
-        self.entries.put(scope, value);
-    }
-}
-
 /// The idempotent-write engine: shared by every handler of a service.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: Db,
     cfg: EngineConfig,
-    metrics: Arc<Metrics>,
-    audit: AuditQueue,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: AuditQueue,
     emitter: Arc<dyn Emitter>,
     shutdown: CancellationToken,
     executions: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
     local: Mutex<HashMap<Scope, watch::Receiver<()>>>,
-    cache: Mutex<ReplayCache>,
+    cache: ReplayCache,
     #[cfg(feature = "test-hooks")]
     hooks: crate::hooks::TestHooks,
 }
@@ -384,45 +335,6 @@ impl Drop for LocalGuard<'_> {
     }
 }
 
-/// Frees the claim if the execution is abandoned (error, cancellation) before it commits.
-struct ClaimGuard {
-    db: Db,
-    scope: Scope,
-    fence: i64,
-    armed: bool,
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let (db, scope, fence) = (self.db.clone(), self.scope.clone(), self.fence);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Err(e) = store::release(&db, &scope, fence).await {
-                        tracing::warn!(error = %e, operation = scope.operation, "could not release an abandoned claim; its lease will free it");
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// A request the gate refused before the engine, for [`Engine::record_rejected`].
-#[derive(Debug)]
-pub struct Rejected<'a> {
-    /// Tenant (authenticated before the gate).
-    pub tenant: &'a str,
-    /// The key, when the request carried a valid one.
-    pub key: Option<&'a crate::key::IdempotencyKey>,
-    /// Request id, user, method and path.
-    pub meta: &'a RequestMeta,
-    /// `missing_key`, `invalid_key`, `malformed_json`, `payload_too_large`,
-    /// `unsupported_media_type`.
-    pub error_type: &'static str,
-    /// The problem's detail (never the body).
-    pub message: &'a str,
-}
-
 /// What a run learned on the way, besides its result.
 #[derive(Debug, Default)]
 struct RunReport {
@@ -434,14 +346,26 @@ struct RunReport {
     recorded: Option<Duration>,
 }
 
-enum Executed<E> {
-    /// Answered; with the duration its `new` audit row recorded, when it executed.
-    Done(WriteReply, Option<Duration>),
+/// How one attempt at a scope ended.
+enum Attempt<E> {
+    /// Executed and committed; with the duration its `new` audit row recorded.
+    Committed(WriteReply, Duration),
+    /// A live completed record stands.
+    Completed(Record),
+    /// The operation's record exists (the key expired): answered from it.
+    Existing(Existing),
+    /// Another transaction holds the scope.
+    InFlight,
+    /// Failed; nothing committed. With the workflows its rolled-back execution scheduled.
     Failed(WriteError<E>, u32),
-    LostClaim,
+    /// The session went away under the executor (ended by the store after the lease, or
+    /// the connection cut): whether its commit landed is read by the next attempt. With
+    /// the failure to answer if the attempts run out.
+    SessionLost(WriteError<E>),
 }
 
-const MAX_LOST_CLAIMS: usize = 3;
+/// Attempts after a lost session before the write is answered as unavailable.
+const MAX_LOST_SESSIONS: usize = 3;
 
 impl Engine {
     /// Creates an engine. Requests parked by `Prefer: wait` are let go when `shutdown`
@@ -454,7 +378,7 @@ impl Engine {
         emitter: Arc<dyn Emitter>,
         shutdown: CancellationToken,
     ) -> Self {
-        let replay_budget = cfg.replay_cache_bytes;
+        let cache = ReplayCache::new(cfg.replay_cache_bytes);
         let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_executions.max(1)));
         Self {
             inner: Arc::new(Inner {
@@ -467,7 +391,7 @@ impl Engine {
                 executions: TaskTracker::new(),
                 slots,
                 local: Mutex::new(HashMap::new()),
-                cache: Mutex::new(ReplayCache::new(replay_budget)),
+                cache,
                 #[cfg(feature = "test-hooks")]
                 hooks: crate::hooks::TestHooks::from_env(),
             }),
@@ -495,49 +419,6 @@ impl Engine {
         &self.inner.hooks
     }
 
-    /// Records a request the gate refused before it reached the engine (missing or
-    /// invalid key, malformed JSON, body too large, wrong content type): the counters,
-    /// the log event and a `failed` audit row (key and deterministic id only when the
-    /// request carried a valid key).
-    pub fn record_rejected(&self, op: &'static OperationDef, rejected: Rejected<'_>) {
-        let m = &self.inner.metrics;
-        let (name, kind) = (op.name, op.kind.label());
-        m.writes
-            .get_or_create(&[("operation", name), ("type", kind), ("status", "failed")])
-            .inc();
-        m.failed
-            .get_or_create(&[
-                ("operation", name),
-                ("type", kind),
-                ("error_type", rejected.error_type),
-            ])
-            .inc();
-        let id = rejected
-            .key
-            .map(|k| Scope::new(rejected.tenant, op.name, k.clone()).deterministic_id());
-        let row = AuditRow {
-            id: Uuid::now_v7(),
-            operation_name: name,
-            operation_type: kind,
-            deterministic_id: id.map(|id| id.to_string()),
-            company_id: rejected.tenant.to_owned(),
-            user_id: rejected.meta.user_id.clone(),
-            status: "failed",
-            execution_duration_ms: 0.0,
-            timestamp: Ts::now(),
-            request_id: rejected.meta.request_id.clone(),
-            idempotency_key: rejected.key.map(|k| k.as_str().to_owned()),
-            route_path: rejected.meta.path.clone(),
-            http_method: rejected.meta.method.clone(),
-            workflows_triggered: 0,
-            side_effects_executed: false,
-            error_message: Some(rejected.message.to_owned()),
-            metadata: Some(serde_json::json!({ "error_type": rejected.error_type })),
-        };
-        log_write(&row, Some(rejected.error_type));
-        self.inner.audit.enqueue(row);
-    }
-
     /// Writes still running (their clients may have gone).
     pub fn executions_running(&self) -> usize {
         self.inner.executions.len()
@@ -558,7 +439,7 @@ impl Engine {
         O: Operation + 'static,
     {
         let started = Instant::now();
-        if let Some(hit) = self.cached(&req.scope) {
+        if let Some(hit) = self.inner.cache.get(&req.scope) {
             let result = replay(&hit, &req.fingerprint);
             self.observe(&req, &result, started.elapsed(), 0);
             return Outcome { result, held: None };
@@ -631,7 +512,7 @@ impl Engine {
         // other duplicates of the scope wait on it, whether it executes or polls.
         let mut local_guard: Option<LocalGuard<'_>> = None;
         loop {
-            if let Some(hit) = self.cached(&req.scope) {
+            if let Some(hit) = inner.cache.get(&req.scope) {
                 return replay(&hit, &req.fingerprint);
             }
             if local_guard.is_none() {
@@ -659,30 +540,49 @@ impl Engine {
                     }
                 }
             }
-            let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
             self.hold("claim", &req.scope).await;
-            let claim = store::claim(
-                &inner.db,
-                &req.scope,
-                req.fingerprint.as_str(),
-                &req.meta.request_id,
-                inner.cfg.lease,
-                ttl,
-            )
-            .await
-            .map_err(WriteError::Store)?;
-            match claim {
-                Claim::Existing(record) if record.state == RecordState::Completed => {
+            match self.attempt(req, op, started).await {
+                Attempt::Committed(reply, recorded) => {
+                    report.recorded = Some(recorded);
+                    return Ok(reply);
+                }
+                Attempt::Completed(record) => {
                     let cached = Arc::new(Cached {
                         fingerprint: record.fingerprint,
-                        body: Bytes::from(record.response_body.unwrap_or_default()),
+                        body: Bytes::from(record.response_body),
                         location: record.location,
-                        expires_at: record.expires_at,
+                        remaining: record.remaining,
                     });
-                    inner.cache.lock().put(req.scope.clone(), cached.clone());
+                    inner.cache.put(req.scope.clone(), cached.clone());
                     return replay(&cached, &req.fingerprint);
                 }
-                Claim::Existing(_) => {
+                Attempt::Existing(existing) => {
+                    return if existing.fingerprint == req.fingerprint.as_str() {
+                        Ok(WriteReply {
+                            replayed: true,
+                            body: Bytes::from(existing.body),
+                            location: existing.location,
+                        })
+                    } else {
+                        Err(WriteError::Mismatch)
+                    };
+                }
+                Attempt::Failed(e, workflows) => {
+                    report.workflows = workflows;
+                    return Err(e);
+                }
+                Attempt::SessionLost(e) => {
+                    lost += 1;
+                    tracing::warn!(
+                        operation = req.op.name,
+                        attempt = lost,
+                        "the write's session was lost; reading the key again"
+                    );
+                    if lost >= MAX_LOST_SESSIONS {
+                        return Err(e);
+                    }
+                }
+                Attempt::InFlight => {
                     // In flight on another node: poll until it finishes or the wait ends.
                     // The local guard stays held while polling, so this node's other
                     // duplicates park on it and one poller per scope reads the store.
@@ -706,30 +606,8 @@ impl Engine {
                     }
                     poll = (poll * 2).min(Duration::from_millis(250));
                 }
-                Claim::Claimed { fence } => {
-                    match self.execute(req, op, started, fence, ttl).await {
-                        Executed::Done(reply, d) => {
-                            report.recorded = d;
-                            return Ok(reply);
-                        }
-                        Executed::Failed(e, n) => {
-                            report.workflows = n;
-                            return Err(e);
-                        }
-                        Executed::LostClaim => {
-                            lost += 1;
-                            if lost >= MAX_LOST_CLAIMS {
-                                return Err(WriteError::InFlight);
-                            }
-                        }
-                    }
-                }
             }
         }
-    }
-
-    fn cached(&self, scope: &Scope) -> Option<Arc<Cached>> {
-        self.inner.cache.lock().get(scope)
     }
 
     fn enter_local(&self, scope: &Scope) -> Result<LocalGuard<'_>, watch::Receiver<()>> {
@@ -747,115 +625,98 @@ impl Engine {
         })
     }
 
-    async fn execute<O: Operation>(
+    /// One transaction: claim the scope, and if it is ours and has no live record,
+    /// execute, complete and commit.
+    async fn attempt<O: Operation>(
         &self,
         req: &WriteRequest,
         op: &O,
         started: Instant,
-        fence: i64,
-        ttl: Duration,
-    ) -> Executed<O::Error> {
+    ) -> Attempt<O::Error> {
         let inner = &*self.inner;
-        let mut claim = ClaimGuard {
-            db: inner.db.clone(),
-            scope: req.scope.clone(),
-            fence,
-            armed: true,
+        let lease = Lease {
+            lease: inner.cfg.lease,
+            lock_timeout: inner.cfg.lock_timeout,
         };
-        let lost = Arc::new(AtomicBool::new(false));
-        let renewer = AbortOnDrop(tokio::spawn(renew_loop(
-            inner.db.clone(),
-            req.scope.clone(),
-            fence,
-            inner.cfg.lease,
-            lost.clone(),
-            self.renewal_paused(),
-        )));
-        self.hold("claimed", &req.scope).await;
-
-        let outcome = self.transact(req, op, started, fence, ttl).await;
-        drop(renewer);
-        match outcome {
-            Ok(TxOutcome::Committed(reply, recorded)) => {
-                claim.armed = false;
+        let mut tx = match inner.db.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Attempt::Failed(WriteError::Store(e), 0),
+        };
+        match store::claim(&mut tx, &req.scope, lease).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Completed(record)) => {
+                let _ = tx.rollback().await;
+                return Attempt::Completed(record);
+            }
+            Ok(Claim::InFlight) => {
+                let _ = tx.rollback().await;
+                return Attempt::InFlight;
+            }
+            Err(e) => return Attempt::Failed(WriteError::Store(e), 0),
+        }
+        match self.execute(&mut tx, req, op, started).await {
+            Ok(Executed::Done(reply, recorded, workflows)) => {
+                self.hold("commit", &req.scope).await;
+                if let Err(e) = tx.commit().await {
+                    return store_failure(e);
+                }
+                inner
+                    .metrics
+                    .workflows_triggered
+                    .get_or_create(&op_labels(req.op))
+                    .inc_by(u64::from(workflows));
                 let cached = Arc::new(Cached {
                     fingerprint: req.fingerprint.as_str().to_owned(),
                     body: reply.body.clone(),
                     location: reply.location.clone(),
-                    expires_at: Ts::now().plus(ttl),
+                    remaining: req.op.ttl.unwrap_or(inner.cfg.key_ttl),
                 });
-                inner.cache.lock().put(req.scope.clone(), cached);
-                Executed::Done(reply, Some(recorded))
+                inner.cache.put(req.scope.clone(), cached);
+                Attempt::Committed(reply, recorded)
             }
-            Ok(TxOutcome::Lost) => {
-                claim.armed = false;
-                Executed::LostClaim
+            Ok(Executed::Existing(existing)) => {
+                let _ = tx.rollback().await;
+                Attempt::Existing(existing)
             }
-            Ok(TxOutcome::Existing(existing)) => {
-                release_now(&mut claim).await;
-                if existing.fingerprint == req.fingerprint.as_str() {
-                    Executed::Done(
-                        WriteReply {
-                            replayed: true,
-                            body: Bytes::from(existing.body),
-                            location: existing.location,
-                        },
-                        None,
-                    )
-                } else {
-                    Executed::Failed(WriteError::Mismatch, 0)
+            Ok(Executed::Failed(e, workflows)) => {
+                let _ = tx.rollback().await;
+                if e.store_error().is_some_and(crate::db::session_lost) {
+                    return Attempt::SessionLost(WriteError::Operation(e));
                 }
+                Attempt::Failed(WriteError::Operation(e), workflows)
             }
-            Ok(TxOutcome::Failed(e, n)) => {
-                release_now(&mut claim).await;
-                Executed::Failed(WriteError::Operation(e), n)
+            Ok(Executed::RecordStands) => {
+                // Only a claim holder writes records, so this means the claim was not
+                // what it seemed: read the key again.
+                let _ = tx.rollback().await;
+                Attempt::SessionLost(WriteError::InFlight)
             }
             Err(e) => {
-                // The commit may have failed because our session was ended after the
-                // lease (a frozen executor): answer as a retry would.
-                if lost.load(Ordering::SeqCst) || self.claim_gone(req, fence).await {
-                    claim.armed = false;
-                    return Executed::LostClaim;
-                }
-                release_now(&mut claim).await;
-                Executed::Failed(WriteError::Store(e), 0)
+                let _ = tx.rollback().await;
+                store_failure(e)
             }
         }
     }
 
-    async fn claim_gone(&self, req: &WriteRequest, fence: i64) -> bool {
-        match store::load(&self.inner.db, &req.scope).await {
-            Ok(Some(r)) => r.fence != fence || r.state == RecordState::Completed,
-            Ok(None) => true,
-            Err(_) => false,
-        }
-    }
-
-    async fn transact<O: Operation>(
+    /// The operation and the completion, inside the claimed transaction.
+    async fn execute<O: Operation>(
         &self,
+        tx: &mut Tx,
         req: &WriteRequest,
         op: &O,
         started: Instant,
-        fence: i64,
-        ttl: Duration,
-    ) -> Result<TxOutcome<O::Error>, sqlx::Error> {
+    ) -> Result<Executed<O::Error>, sqlx::Error> {
         let inner = &*self.inner;
         let id = req.scope.deterministic_id();
+        self.hold("claimed", &req.scope).await;
         self.hold("begin", &req.scope).await;
-        let mut tx = inner.db.begin().await?;
-        match op.find_existing(&mut tx, &req.scope.tenant, id).await {
-            Ok(Some(existing)) => {
-                tx.rollback().await?;
-                return Ok(TxOutcome::Existing(existing));
-            }
+        match op.find_existing(tx, &req.scope.tenant, id).await {
+            Ok(Some(existing)) => return Ok(Executed::Existing(existing)),
             Ok(None) => {}
-            Err(e) => {
-                tx.rollback().await?;
-                return Ok(TxOutcome::Failed(e, 0));
-            }
+            Err(e) => return Ok(Executed::Failed(e, 0)),
         }
         let mut ctx = ExecCtx {
-            tx: &mut tx,
+            tx,
             scope: &req.scope,
             user: req.meta.user_id.as_deref(),
             id,
@@ -869,10 +730,7 @@ impl Engine {
         let workflows = ctx.workflows_triggered;
         let created = match created {
             Ok(c) => c,
-            Err(e) => {
-                tx.rollback().await?;
-                return Ok(TxOutcome::Failed(e, workflows));
-            }
+            Err(e) => return Ok(Executed::Failed(e, workflows)),
         };
         self.hold("before_complete", &req.scope).await;
         let stored = StoredResponse {
@@ -881,107 +739,22 @@ impl Engine {
             location: created.location,
             resource_id: id,
         };
-        if !store::complete(&mut tx, &req.scope, fence, &stored, ttl).await? {
-            tx.rollback().await?;
-            return Ok(TxOutcome::Lost);
-        }
         let recorded = started.elapsed();
-        let row = audit_row(req, id, "new", recorded, workflows, None, None);
+        let row = crate::observe::audit_row(req, id, "new", recorded, workflows, None, None);
         self.hold("audit", &req.scope).await;
-        insert_audit(&mut tx, &row).await?;
-        self.hold("commit", &req.scope).await;
-        tx.commit().await?;
-        inner
-            .metrics
-            .workflows_triggered
-            .get_or_create(&op_labels(req.op))
-            .inc_by(u64::from(workflows));
-        Ok(TxOutcome::Committed(
+        let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
+        if !store::complete(tx, &req.scope, req.fingerprint.as_str(), &stored, ttl, &row).await? {
+            return Ok(Executed::RecordStands);
+        }
+        Ok(Executed::Done(
             WriteReply {
                 replayed: false,
                 body: Bytes::from(stored.body),
                 location: stored.location,
             },
             recorded,
+            workflows,
         ))
-    }
-
-    fn observe<E: OperationError>(
-        &self,
-        req: &WriteRequest,
-        result: &Result<WriteReply, WriteError<E>>,
-        elapsed: Duration,
-        workflows: u32,
-    ) {
-        let m = &self.inner.metrics;
-        let (op, kind) = (req.op.name, req.op.kind.label());
-        let id = req.scope.deterministic_id();
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        m.duration_ms
-            .get_or_create(&[("operation", op), ("type", kind)])
-            .observe(ms);
-        let (status, error_type, message) = match result {
-            Ok(r) if r.replayed => ("replayed", None, None),
-            Ok(_) => ("new", None, None),
-            Err(WriteError::InFlight) => (
-                "failed",
-                Some("in_flight"),
-                Some("idempotency key in flight".to_owned()),
-            ),
-            Err(WriteError::Mismatch) => (
-                "failed",
-                Some("mismatch"),
-                Some(
-                    "idempotency key mismatch: the key was reused with a different request"
-                        .to_owned(),
-                ),
-            ),
-            Err(WriteError::Operation(e)) => {
-                ("failed", Some(e.error_type()), Some(e.audit_message()))
-            }
-            Err(WriteError::Store(e)) if crate::db::is_transient(e) => (
-                "failed",
-                Some("unavailable"),
-                Some("store unavailable".to_owned()),
-            ),
-            Err(WriteError::Store(_)) => {
-                ("failed", Some("internal"), Some("store error".to_owned()))
-            }
-            Err(WriteError::ShuttingDown) => (
-                "failed",
-                Some("unavailable"),
-                Some("server shutting down".to_owned()),
-            ),
-            Err(WriteError::Overloaded) => (
-                "failed",
-                Some("unavailable"),
-                Some("server at its limit of executing writes".to_owned()),
-            ),
-        };
-        m.writes
-            .get_or_create(&[("operation", op), ("type", kind), ("status", status)])
-            .inc();
-        match error_type {
-            Some(et) => {
-                m.failed
-                    .get_or_create(&[("operation", op), ("type", kind), ("error_type", et)])
-                    .inc();
-            }
-            None if status == "replayed" => {
-                m.replayed
-                    .get_or_create(&[("operation", op), ("type", kind)])
-                    .inc();
-            }
-            None => {}
-        }
-        // Workflows of a failed execution were rolled back with it.
-        let workflows = if status == "new" { workflows } else { 0 };
-        let row = audit_row(req, id, status, elapsed, workflows, message, error_type);
-        log_write(&row, error_type);
-        if status != "new" {
-            // The new row was written in the write's own transaction.
-            self.inner.audit.enqueue(row);
-        }
     }
 
     #[cfg(feature = "test-hooks")]
@@ -991,26 +764,26 @@ impl Engine {
 
     #[cfg(not(feature = "test-hooks"))]
     async fn hold(&self, _point: &'static str, _scope: &Scope) {}
-
-    #[cfg(feature = "test-hooks")]
-    fn renewal_paused(&self) -> Arc<AtomicBool> {
-        self.inner.hooks.renewal_paused()
-    }
-
-    #[cfg(not(feature = "test-hooks"))]
-    fn renewal_paused(&self) -> Arc<AtomicBool> {
-        Arc::new(AtomicBool::new(false))
-    }
 }
 
-enum TxOutcome<E> {
-    Committed(WriteReply, Duration),
+enum Executed<E> {
+    Done(WriteReply, Duration, u32),
     Existing(Existing),
     Failed(E, u32),
-    Lost,
+    RecordStands,
 }
 
-fn op_labels(op: &'static OperationDef) -> [(&'static str, &'static str); 2] {
+/// A store error inside a claimed transaction: a lost session is read again (the
+/// commit may or may not have landed), anything else fails the write.
+fn store_failure<E>(e: sqlx::Error) -> Attempt<E> {
+    if crate::db::session_lost(&e) {
+        Attempt::SessionLost(WriteError::Store(e))
+    } else {
+        Attempt::Failed(WriteError::Store(e), 0)
+    }
+}
+
+pub(crate) fn op_labels(op: &'static OperationDef) -> [(&'static str, &'static str); 2] {
     [("operation", op.name), ("type", op.kind.label())]
 }
 
@@ -1023,129 +796,5 @@ fn replay<E>(hit: &Cached, fingerprint: &Fingerprint) -> Result<WriteReply, Writ
         })
     } else {
         Err(WriteError::Mismatch)
-    }
-}
-
-async fn release_now(claim: &mut ClaimGuard) {
-    claim.armed = false;
-    if let Err(e) = store::release(&claim.db, &claim.scope, claim.fence).await {
-        tracing::warn!(error = %e, operation = claim.scope.operation, "could not release a failed claim; its lease will free it");
-    }
-}
-
-fn audit_row(
-    req: &WriteRequest,
-    id: Uuid,
-    status: &'static str,
-    elapsed: Duration,
-    workflows: u32,
-    error: Option<String>,
-    error_type: Option<&str>,
-) -> AuditRow {
-    AuditRow {
-        id: Uuid::now_v7(),
-        operation_name: req.op.name,
-        operation_type: req.op.kind.label(),
-        deterministic_id: Some(id.to_string()),
-        company_id: req.scope.tenant.clone(),
-        user_id: req.meta.user_id.clone(),
-        status,
-        execution_duration_ms: elapsed.as_secs_f64() * 1000.0,
-        timestamp: Ts::now(),
-        request_id: req.meta.request_id.clone(),
-        idempotency_key: Some(req.scope.key.as_str().to_owned()),
-        route_path: req.meta.path.clone(),
-        http_method: req.meta.method.clone(),
-        workflows_triggered: i32::try_from(workflows).unwrap_or(i32::MAX),
-        side_effects_executed: workflows > 0,
-        error_message: error,
-        metadata: error_type.map(|et| serde_json::json!({ "error_type": et })),
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn renew_loop(
-    db: Db,
-    scope: Scope,
-    fence: i64,
-    lease: Duration,
-    lost: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-) {
-    let every = (lease / 3).max(Duration::from_millis(10));
-    loop {
-        tokio::time::sleep(every).await;
-        if paused.load(Ordering::SeqCst) {
-            continue;
-        }
-        match store::renew(&db, &scope, fence, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                lost.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, operation = scope.operation, "lease renewal failed; retrying")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::key::IdempotencyKey;
-
-    fn scope(k: &str) -> Scope {
-        Scope::new("t", "op", IdempotencyKey::parse(k.as_bytes()).expect("key"))
-    }
-
-    fn entry(len: usize) -> Arc<Cached> {
-        Arc::new(Cached {
-            fingerprint: String::new(),
-            body: Bytes::from(vec![b'x'; len]),
-            location: None,
-            expires_at: Ts::now().plus(Duration::from_secs(60)),
-        })
-    }
-
-    #[test]
-    fn the_replay_cache_stays_within_its_byte_budget_evicting_the_least_recent() {
-        let mut cache = ReplayCache::new(16 * 1000);
-        for i in 0..100 {
-            cache.put(scope(&format!("k{i}")), entry(800));
-            assert!(cache.bytes <= cache.budget);
-        }
-        assert!(cache.get(&scope("k99")).is_some());
-        assert!(
-            cache.get(&scope("k0")).is_none(),
-            "the oldest entries were evicted"
-        );
-        cache.put(scope("huge"), entry(2000));
-        assert!(
-            cache.get(&scope("huge")).is_none(),
-            "oversized responses are not cached"
-        );
-    }
-
-    #[test]
-    fn expired_entries_are_not_served() {
-        let mut cache = ReplayCache::new(1 << 20);
-        let stale = Arc::new(Cached {
-            fingerprint: String::new(),
-            body: Bytes::new(),
-            location: None,
-            expires_at: Ts::now().minus(Duration::from_secs(1)),
-        });
-        cache.put(scope("old"), stale);
-        assert!(cache.get(&scope("old")).is_none());
-        assert_eq!(cache.bytes, 0);
     }
 }

@@ -1,17 +1,15 @@
 //! Test-only hold points inside the executor (feature `test-hooks`, never in release builds).
 //!
-//! Points, in the order an execution reaches them: `claim` (before the claim statement),
-//! `claimed` (after the claim, before the transaction), `begin` (before the write gate
-//! and `BEGIN`), `execute` (inside the transaction, before the operation runs),
-//! `before_complete` (after the operation's writes, before the fenced completion),
-//! `audit` (before the `new` audit row) and `commit` (before `COMMIT`).
+//! Points, in the order an execution reaches them: `claim` (before `BEGIN` and the claim),
+//! then, inside the claimed transaction: `claimed` (right after the claim), `begin`
+//! (before the operation's existence check), `execute` (before the operation runs),
+//! `before_complete` (after the operation's writes), `audit` (before the statement
+//! that stores the record and the `new` audit row) and `commit` (before `COMMIT`).
 //! In-process tests [`TestHooks::arm`] a point: the first executor to reach it parks until
 //! released. Multi-process tests set `IDEM_TEST_HOLD=<point>:<millis>:<key prefix>`:
 //! every executor whose key starts with the prefix sleeps that long at the point.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -24,7 +22,6 @@ use crate::key::Scope;
 pub struct TestHooks {
     env: Option<(String, Duration, String)>,
     armed: Mutex<HashMap<&'static str, HoldHandle>>,
-    renewal_paused: Arc<AtomicBool>,
     reached: Mutex<HashMap<&'static str, u64>>,
 }
 
@@ -33,7 +30,6 @@ pub struct TestHooks {
 pub struct HoldHandle {
     reached: watch::Sender<bool>,
     released: watch::Sender<bool>,
-    pause_renewal: bool,
 }
 
 impl HoldHandle {
@@ -64,13 +60,11 @@ impl TestHooks {
         }
     }
 
-    /// Arms `point`: the next executor to reach it parks until released. With
-    /// `pause_renewal`, leases are not renewed while it is parked (a silent executor).
-    pub fn arm(&self, point: &'static str, pause_renewal: bool) -> HoldHandle {
+    /// Arms `point`: the next executor to reach it parks until released.
+    pub fn arm(&self, point: &'static str) -> HoldHandle {
         let handle = HoldHandle {
             reached: watch::channel(false).0,
             released: watch::channel(false).0,
-            pause_renewal,
         };
         self.armed.lock().insert(point, handle.clone());
         handle
@@ -79,10 +73,6 @@ impl TestHooks {
     /// How many times executors have reached `point` so far.
     pub fn times_reached(&self, point: &'static str) -> u64 {
         self.reached.lock().get(point).copied().unwrap_or(0)
-    }
-
-    pub(crate) fn renewal_paused(&self) -> Arc<AtomicBool> {
-        self.renewal_paused.clone()
     }
 
     pub(crate) async fn reach(&self, point: &'static str, scope: &Scope) {
@@ -95,14 +85,8 @@ impl TestHooks {
         let Some(hold) = self.armed.lock().remove(point) else {
             return;
         };
-        if hold.pause_renewal {
-            self.renewal_paused.store(true, Ordering::SeqCst);
-        }
         let mut released = hold.released.subscribe();
         hold.reached.send_replace(true);
         let _ = released.wait_for(|r| *r).await;
-        if hold.pause_renewal {
-            self.renewal_paused.store(false, Ordering::SeqCst);
-        }
     }
 }

@@ -1,7 +1,10 @@
 //! Key-table health numbers and the pruning job.
 //!
 //! Invariants:
-//! - An expired record is pruned only once no live executor holds it.
+//! - Only completed records are stored (a claim is its executor's transaction), so an
+//!   expired record can always go; an executor re-executing an expired key overwrites
+//!   it or, if the prune got there first, inserts afresh.
+//! - On PostgreSQL every age and expiry is measured on the database's clock.
 //! - Pruning deletes in bounded batches; on PostgreSQL one node at a time prunes (an
 //!   advisory lock), and the work is done by `retention_prune_idempotency_keys()`, the
 //!   same function pg_cron can call.
@@ -22,9 +25,11 @@ pub struct KeyStats {
     pub total_keys: i64,
     /// Expired records not yet pruned.
     pub expired_pending: i64,
-    /// Claims with a live lease (in flight, all nodes).
+    /// Writes executing now, all nodes (PostgreSQL: the claims' advisory locks held;
+    /// SQLite: 0, since a claim there is the server process's one write transaction and
+    /// a stuck one shows as the store not being writable).
     pub pending_requests: i64,
-    /// Age of the oldest live claim, minutes.
+    /// Age of the oldest executing write's transaction, minutes.
     pub oldest_pending_age_minutes: f64,
     /// Hours since the oldest unpruned record expired.
     pub oldest_expired_age_hours: f64,
@@ -71,8 +76,6 @@ impl KeyStats {
 struct StatsRow {
     total: i64,
     expired: Option<i64>,
-    pending: Option<i64>,
-    oldest_pending: Option<Ts>,
     oldest_expired: Option<Ts>,
 }
 
@@ -83,83 +86,80 @@ pub const EXACT_COUNT_BELOW: i64 = 100_000;
 struct PgStatsRow {
     estimate: i64,
     expired: i64,
-    oldest_expired: Option<Ts>,
+    oldest_expired_s: Option<f64>,
     pending: i64,
-    oldest_pending: Option<Ts>,
+    oldest_pending_s: Option<f64>,
 }
 
 /// Reads the health numbers.
 ///
-/// PostgreSQL: the expired and in-flight figures are exact and cost what they count
-/// (the `expires_at` index and the partial in-flight index, never the whole table);
-/// `total_keys` is the planner's estimate (`pg_class.reltuples`, kept by autovacuum)
-/// once the table holds over [`EXACT_COUNT_BELOW`] rows, exact below. SQLite: one scan.
+/// PostgreSQL: the expired figures are exact and cost what they count (the `expires_at`
+/// index, never the whole table), the executing writes are read from `pg_locks`, every
+/// age is on the database's clock; `total_keys` is the planner's estimate
+/// (`pg_class.reltuples`, kept by autovacuum) once the table holds over
+/// [`EXACT_COUNT_BELOW`] rows, exact below. SQLite: one scan.
 pub async fn stats(db: &Db) -> Result<KeyStats, sqlx::Error> {
-    let now = Ts::now();
-    let (total, expired, pending, oldest_pending, oldest_expired) = match db {
-        Db::Postgres(pool) => {
+    match db {
+        Db::Postgres(pg) => {
+            let mut tx = pg.begin().await?;
             let row = sqlx::query_as::<_, PgStatsRow>(
                 "select \
                    (select reltuples::bigint from pg_class \
                      where oid = 'idempotency_keys'::regclass) as estimate, \
-                   e.expired, e.oldest_expired, p.pending, p.oldest_pending \
-                 from (select count(*) as expired, min(expires_at) as oldest_expired \
-                         from idempotency_keys where expires_at <= $1) e, \
-                      (select count(*) as pending, min(created_at) as oldest_pending \
-                         from idempotency_keys \
-                        where state = 'in_flight' and lease_until > $1) p",
+                   e.expired, e.oldest_expired_s, p.pending, p.oldest_pending_s \
+                 from (select count(*) as expired, \
+                              extract(epoch from now() - min(expires_at))::float8 as oldest_expired_s \
+                         from idempotency_keys where expires_at <= now()) e, \
+                      (select count(*) as pending, \
+                              extract(epoch from now() - min(a.xact_start))::float8 as oldest_pending_s \
+                         from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+                        where l.locktype = 'advisory' and l.objsubid = 1 and l.granted \
+                          and l.database = (select oid from pg_database \
+                                             where datname = current_database())) p",
             )
-            .bind(now)
-            .fetch_one(pool)
+            .fetch_one(tx.exec())
             .await?;
             // reltuples is -1 before the first ANALYZE.
             let total = if row.estimate < EXACT_COUNT_BELOW {
                 sqlx::query_scalar::<_, i64>("select count(*) from idempotency_keys")
-                    .fetch_one(pool)
+                    .fetch_one(tx.exec())
                     .await?
             } else {
                 row.estimate
             };
-            (
-                total,
-                row.expired,
-                row.pending,
-                row.oldest_pending,
-                row.oldest_expired,
-            )
+            tx.commit().await?;
+            Ok(KeyStats {
+                total_keys: total,
+                expired_pending: row.expired,
+                pending_requests: row.pending,
+                oldest_pending_age_minutes: row.oldest_pending_s.unwrap_or(0.0).max(0.0) / 60.0,
+                oldest_expired_age_hours: row.oldest_expired_s.unwrap_or(0.0).max(0.0) / 3600.0,
+            })
         }
         Db::Sqlite { pool, .. } => {
+            let now = Ts::now();
             let row = sqlx::query_as::<_, StatsRow>(
                 "select count(*) as total, \
                    sum(case when expires_at <= $1 then 1 else 0 end) as expired, \
-                   sum(case when state = 'in_flight' and lease_until > $1 then 1 else 0 end) as pending, \
-                   min(case when state = 'in_flight' and lease_until > $1 then created_at end) as oldest_pending, \
                    min(case when expires_at <= $1 then expires_at end) as oldest_expired \
                  from idempotency_keys",
             )
             .bind(now)
             .fetch_one(pool)
             .await?;
-            (
-                row.total,
-                row.expired.unwrap_or(0),
-                row.pending.unwrap_or(0),
-                row.oldest_pending,
-                row.oldest_expired,
-            )
+            let age_hours = row
+                .oldest_expired
+                .map(|t| ((now.micros() - t.micros()).max(0) as f64) / 1e6 / 3600.0)
+                .unwrap_or(0.0);
+            Ok(KeyStats {
+                total_keys: row.total,
+                expired_pending: row.expired.unwrap_or(0),
+                pending_requests: 0,
+                oldest_pending_age_minutes: 0.0,
+                oldest_expired_age_hours: age_hours,
+            })
         }
-    };
-    let age = |t: Option<Ts>, unit: f64| {
-        t.map(|t| ((now.micros() - t.micros()).max(0) as f64) / 1e6 / unit)
-            .unwrap_or(0.0)
-    };
-    Ok(KeyStats {
-        total_keys: total,
-        expired_pending: expired,
-        pending_requests: pending,
-        oldest_pending_age_minutes: age(oldest_pending, 60.0),
-        oldest_expired_age_hours: age(oldest_expired, 3600.0),
-    })
+    }
 }
 
 /// What one prune run did.
@@ -171,7 +171,9 @@ pub enum PruneOutcome {
     Skipped,
 }
 
-const PRUNE_LOCK: i64 = 0x1de3_9a0e;
+/// The prune's advisory lock, in the two-`integer` key space (the single-`bigint` space
+/// belongs to the claims).
+const PRUNE_LOCK: (i32, i32) = (0x1de3, 0x9a0e);
 const SQLITE_BATCH: i64 = 5000;
 
 /// Deletes expired records in batches (one node at a time on PostgreSQL). Runs detached:
@@ -183,24 +185,25 @@ pub async fn prune(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
 
 async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
     match db {
-        Db::Postgres(pool) => {
+        Db::Postgres(pg) => {
             // A transaction-scoped lock: nothing outlives the transaction, so the prune
             // also works through a transaction-pooling proxy.
-            let mut tx = pool.begin().await?;
+            let mut tx = pg.begin().await?;
             // Background work may take longer than a request's statement budget.
             sqlx::query("set local statement_timeout = '15min'")
-                .execute(&mut *tx)
+                .execute(tx.exec())
                 .await?;
-            let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-                .bind(PRUNE_LOCK)
-                .fetch_one(&mut *tx)
+            let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1, $2)")
+                .bind(PRUNE_LOCK.0)
+                .bind(PRUNE_LOCK.1)
+                .fetch_one(tx.exec())
                 .await?;
             if !locked {
                 tx.rollback().await?;
                 return Ok(PruneOutcome::Skipped);
             }
             let deleted: i64 = sqlx::query_scalar("select retention_prune_idempotency_keys()")
-                .fetch_one(&mut *tx)
+                .fetch_one(tx.exec())
                 .await?;
             tx.commit().await?;
             Ok(PruneOutcome::Pruned(u64::try_from(deleted).unwrap_or(0)))
@@ -213,7 +216,7 @@ async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
                 let n = sqlx::query(
                     "delete from idempotency_keys where (tenant, operation, idem_key) in \
                      (select tenant, operation, idem_key from idempotency_keys \
-                      where expires_at <= $1 and (state = 'completed' or lease_until <= $1) limit $2)",
+                      where expires_at <= $1 limit $2)",
                 )
                 .bind(now)
                 .bind(SQLITE_BATCH)

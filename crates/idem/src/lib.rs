@@ -3,6 +3,7 @@
 
 #[macro_use]
 pub mod db;
+mod cache;
 pub mod execute;
 pub mod fingerprint;
 #[cfg(feature = "test-hooks")]
@@ -11,6 +12,7 @@ pub mod http;
 pub mod hygiene;
 pub mod key;
 pub mod migrate;
+mod observe;
 pub mod registry;
 pub mod retention;
 pub mod store;

@@ -43,7 +43,12 @@ impl MigrationSet {
     /// Applies every pending migration of this set.
     pub async fn run(&self, db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
         let migrator = self.for_db(db);
-        on_db!(db, |c| migrator.run(c).await)
+        // Migrations hold a session lock: run them against PostgreSQL itself, never
+        // through a transaction pooler.
+        match db {
+            Db::Postgres(pg) => migrator.run(pg.pool()).await,
+            Db::Sqlite { pool, .. } => migrator.run(pool).await,
+        }
     }
 
     /// Versions of this set not yet applied to `db`.

@@ -12,7 +12,8 @@ use sqlx::Row;
 
 use crate::db::{Db, Ts};
 
-const PARTITION_LOCK: i64 = 0x1de3_9a0f;
+/// Two-`integer` advisory key (the single-`bigint` space belongs to the claims).
+const PARTITION_LOCK: (i32, i32) = (0x1de3, 0x9a0f);
 
 /// What one run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +38,14 @@ pub async fn ensure_audit_partitions(
     months_ahead: u32,
     at: Ts,
 ) -> Result<PartitionOutcome, sqlx::Error> {
-    let Db::Postgres(pool) = db else {
+    let Db::Postgres(pg) = db else {
         return Ok(PartitionOutcome::NotPartitioned);
     };
-    let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(PARTITION_LOCK)
-        .fetch_one(&mut *tx)
+    let mut tx = pg.begin().await?;
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1, $2)")
+        .bind(PARTITION_LOCK.0)
+        .bind(PARTITION_LOCK.1)
+        .fetch_one(tx.exec())
         .await?;
     if !locked {
         return Ok(PartitionOutcome::Skipped);
@@ -51,7 +53,7 @@ pub async fn ensure_audit_partitions(
     let created = sqlx::query("select idem_ensure_audit_partitions($1, $2)")
         .bind(i32::try_from(months_ahead).unwrap_or(i32::MAX))
         .bind(at.to_chrono())
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.exec())
         .await?
         .iter()
         .map(|r| r.try_get::<String, _>(0))
@@ -61,7 +63,7 @@ pub async fn ensure_audit_partitions(
         "select case when exists (select 1 from idempotent_write_audit_log_default) \
          then (select count(*) from idempotent_write_audit_log_default) else 0 end",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(tx.exec())
     .await?;
     tx.commit().await?;
     Ok(PartitionOutcome::Ensured {

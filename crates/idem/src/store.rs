@@ -1,94 +1,91 @@
-//! The idempotency record store: one row per scope in `idempotency_keys`.
+//! The idempotency record store: one row per completed scope in `idempotency_keys`, and
+//! the claim, which is not a row at all but the write's own transaction.
 //!
 //! Invariants:
-//! - A row is `in_flight` (claimed; `lease_until` bounds the claim, `fence` names the
-//!   claim) or `completed` (holds the status and exact body of the first response).
-//! - A claim succeeds on an absent row, an expired row, or an in-flight row whose lease
-//!   ended; every successful claim increments `fence`. Completion and release match on
-//!   `fence`, so an executor whose claim was taken over can change nothing (fencing).
-//! - Completion runs inside the operation's own transaction, so the business write and
-//!   the completed record commit together or not at all.
-//! - Claim, release and renewal run [`detached`]: a caller that is cancelled mid-way
-//!   (a client gone, a deadline) cannot leave a connection relaxed or a gate taken.
+//! - A claim is taken inside the transaction that performs the write and lasts exactly
+//!   as long as it: on PostgreSQL a transaction-scoped advisory lock on the scope's
+//!   64-bit hash, taken without waiting; on SQLite the write transaction itself (the
+//!   process's write gate and the file's write lock). Nothing of a claim outlives its
+//!   transaction, so a crashed executor frees its scope the moment its session ends, and
+//!   an executor cannot commit after losing its claim: losing the claim *is* losing the
+//!   transaction.
+//! - The lease is enforced by PostgreSQL, not by the executor: the claim sets
+//!   `idle_in_transaction_session_timeout` and `statement_timeout` to the lease for its
+//!   own transaction (`set_config(…, true)`), so a frozen or partitioned executor's
+//!   session is ended by the server and its lock freed. There is no renewal to starve and
+//!   no fencing token to repeat.
+//! - The record is read in a statement of its own after the lock is granted (a statement
+//!   that took the lock and read the row would read with a snapshot older than the lock,
+//!   and could miss a completion committed just before the lock was granted).
+//! - A row exists only for a completed scope. It is written with the write's audit row
+//!   in one statement, inside the write's transaction, so the business write, the stored
+//!   response and the audit row commit together or not at all. It overwrites an expired
+//!   row and never a live one.
+//! - Every expiry comparison uses the database's clock on PostgreSQL (`now()`), so a
+//!   node with a skewed clock neither treats a live record as expired nor keeps an
+//!   expired one alive. SQLite is embedded: its clock is the node's.
+//! - idem owns the single-`bigint` advisory-lock key space of its database; its other
+//!   locks (the prune, the audit retention) use the two-`integer` space, which
+//!   PostgreSQL keeps apart.
 
 use std::time::Duration;
 
 use sqlx::FromRow;
 
-use crate::db::{detached, Db, Id, Ts, Tx};
+use crate::db::{Id, Ts, Tx};
 use crate::key::Scope;
+use crate::telemetry::AuditRow;
 
-/// The state of a stored record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordState {
-    /// Claimed by an executor that has not finished.
-    InFlight,
-    /// Finished; the first response is stored.
-    Completed,
-}
-
-/// A stored idempotency record.
+/// A completed record whose expiry has not passed.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// Fingerprint of the request that claimed the key.
+    /// Fingerprint of the request that executed.
     pub fingerprint: String,
-    /// In flight or completed.
-    pub state: RecordState,
-    /// The claim's fencing token.
-    pub fence: i64,
-    /// End of the claim's lease (in flight only).
-    pub lease_until: Option<Ts>,
-    /// Stored status (completed only).
-    pub response_status: Option<u16>,
-    /// Stored body, byte for byte (completed only).
-    pub response_body: Option<Vec<u8>>,
-    /// Stored `Location` (completed only).
+    /// Stored status.
+    pub response_status: u16,
+    /// Stored body, byte for byte.
+    pub response_body: Vec<u8>,
+    /// Stored `Location`.
     pub location: Option<String>,
     /// When the record stops counting.
     pub expires_at: Ts,
+    /// How long it still counts, measured on the store's clock.
+    pub remaining: Duration,
 }
 
 #[derive(FromRow)]
 struct RecordRow {
     fingerprint: String,
-    state: String,
-    fence: i64,
-    lease_until: Option<Ts>,
-    response_status: Option<i32>,
-    response_body: Option<Vec<u8>>,
+    response_status: i32,
+    response_body: Vec<u8>,
     location: Option<String>,
     expires_at: Ts,
+    remaining_us: i64,
 }
 
 impl From<RecordRow> for Record {
     fn from(r: RecordRow) -> Self {
         Record {
             fingerprint: r.fingerprint,
-            state: if r.state == "completed" {
-                RecordState::Completed
-            } else {
-                RecordState::InFlight
-            },
-            fence: r.fence,
-            lease_until: r.lease_until,
-            response_status: r.response_status.and_then(|s| u16::try_from(s).ok()),
+            response_status: u16::try_from(r.response_status).unwrap_or(500),
             response_body: r.response_body,
             location: r.location,
             expires_at: r.expires_at,
+            remaining: Duration::from_micros(u64::try_from(r.remaining_us).unwrap_or(0)),
         }
     }
 }
 
-/// What a claim attempt found.
+/// What a claim found, inside the caller's transaction.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// This caller now holds the key under `fence`.
-    Claimed {
-        /// The fencing token of this claim.
-        fence: i64,
-    },
-    /// A live record stands: completed, or in flight under a live lease.
-    Existing(Record),
+    /// The transaction holds the scope and no live record stands: execute, then
+    /// [`complete`] before committing.
+    Claimed,
+    /// The scope completed and its record still counts: roll back and replay it.
+    Completed(Record),
+    /// Another transaction holds the scope (an execution in flight on some node).
+    InFlight,
 }
 
 /// The response kept by a completed record.
@@ -104,259 +101,252 @@ pub struct StoredResponse {
     pub resource_id: uuid::Uuid,
 }
 
-macro_rules! claim_sql {
-    ($values:literal) => {
-        concat!(
-            "insert into idempotency_keys \
-             (tenant, operation, idem_key, fingerprint, state, fence, lease_until, request_id, created_at, expires_at) ",
-            $values,
-            " on conflict (tenant, operation, idem_key) do update set \
-               fingerprint = excluded.fingerprint, state = 'in_flight', fence = idempotency_keys.fence + 1, \
-               lease_until = excluded.lease_until, request_id = excluded.request_id, \
-               created_at = excluded.created_at, expires_at = excluded.expires_at, \
-               response_status = null, response_body = null, location = null, resource_id = null, \
-               completed_at = null \
-             where idempotency_keys.expires_at <= $7 \
-                or (idempotency_keys.state = 'in_flight' and idempotency_keys.lease_until <= $7) \
-             returning fence"
-        )
-    };
+/// Per-transaction limits of a claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// How long the executor's session may sit idle in its transaction, or run one
+    /// statement, before PostgreSQL ends it.
+    pub lease: Duration,
+    /// The longest a statement may wait for a row lock.
+    pub lock_timeout: Duration,
 }
 
-/// The claim on SQLite (run with `synchronous = normal` on its connection).
-const CLAIM_SQL: &str = claim_sql!("values ($1, $2, $3, $4, 'in_flight', 1, $5, $6, $7, $8)");
+/// The advisory-lock key of a scope: the first 8 bytes of its deterministic id (a
+/// SHA-1-based UUIDv5 of tenant, operation and key). Two scopes sharing a key would
+/// only see each other as in flight while both execute.
+pub fn lock_key(scope: &Scope) -> i64 {
+    let id = scope.deterministic_id();
+    let b = id.as_bytes();
+    i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
 
-/// The claim on PostgreSQL: one autocommit statement whose own commit does not wait for
-/// the log flush (`set_config(…, true)` lasts until the end of its implicit transaction).
-const CLAIM_SQL_PG: &str = claim_sql!(
-    "select $1, $2, $3, $4, 'in_flight', 1, $5, $6, $7, $8 \
-     from (select set_config('synchronous_commit', 'off', true)) as relaxed"
-);
+const LOCK_SQL: &str = "select pg_try_advisory_xact_lock($3) from \
+     (select set_config('idle_in_transaction_session_timeout', $1, true), \
+             set_config('statement_timeout', $1, true), \
+             set_config('lock_timeout', $2, true)) as limits";
 
-const LOAD_SQL: &str = "select fingerprint, state, fence, lease_until, response_status, \
-     response_body, location, expires_at from idempotency_keys \
-     where tenant = $1 and operation = $2 and idem_key = $3";
+const LOOKUP_SQL_PG: &str = "select fingerprint, response_status, response_body, location, \
+     expires_at, (extract(epoch from expires_at - now()) * 1000000)::bigint as remaining_us \
+     from idempotency_keys \
+     where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > now()";
 
-/// Tries to claim `scope` for `lease`; the record lives `ttl` once completed.
-pub async fn claim(
-    db: &Db,
-    scope: &Scope,
-    fingerprint: &str,
-    request_id: &str,
-    lease: Duration,
-    ttl: Duration,
-) -> Result<Claim, sqlx::Error> {
-    let (db, scope) = (db.clone(), scope.clone());
-    let (fingerprint, request_id) = (fingerprint.to_owned(), request_id.to_owned());
-    detached(async move {
-        loop {
-            let claimed = claim_once(&db, &scope, &fingerprint, &request_id, lease, ttl).await?;
-            if let Some(fence) = claimed {
-                return Ok(Claim::Claimed { fence });
-            }
-            if let Some(record) = load(&db, &scope).await? {
-                return Ok(Claim::Existing(record));
-            }
-            // Released between our insert and our read: try again.
+const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_body, location, \
+     expires_at, expires_at - $4 as remaining_us from idempotency_keys \
+     where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > $4";
+
+/// Claims `scope` for the transaction `tx`, without waiting: on PostgreSQL the scope's
+/// advisory lock and the lease's limits for this transaction, then the record, read in a
+/// statement of its own.
+pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sqlx::Error> {
+    let locked = match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query_scalar::<_, bool>(LOCK_SQL)
+                .bind(millis(lease.lease))
+                .bind(millis(lease.lock_timeout))
+                .bind(lock_key(scope))
+                .fetch_one(tx.exec())
+                .await?
         }
+        // The write gate and BEGIN IMMEDIATE already made this the only writer.
+        Tx::Sqlite { .. } => true,
+    };
+    Ok(match (lookup(tx, scope).await?, locked) {
+        (Some(record), _) => Claim::Completed(record),
+        (None, true) => Claim::Claimed,
+        (None, false) => Claim::InFlight,
     })
-    .await
 }
 
-macro_rules! claim_query {
-    ($sql:expr, $scope:expr, $fingerprint:expr, $request_id:expr, $now:expr, $lease:expr, $ttl:expr) => {
-        sqlx::query_scalar::<_, i64>($sql)
-            .bind(&$scope.tenant)
-            .bind($scope.operation)
-            .bind($scope.key.as_str())
-            .bind($fingerprint)
-            .bind($now.plus($lease))
-            .bind($request_id)
-            .bind($now)
-            .bind($now.plus($ttl))
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Reads the live completed record of `scope`, if there is one.
+pub async fn lookup(tx: &mut Tx, scope: &Scope) -> Result<Option<Record>, sqlx::Error> {
+    let row = match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query_as::<_, RecordRow>(LOOKUP_SQL_PG)
+                .bind(&scope.tenant)
+                .bind(scope.operation)
+                .bind(scope.key.as_str())
+                .fetch_optional(tx.exec())
+                .await?
+        }
+        Tx::Sqlite { tx, .. } => {
+            sqlx::query_as::<_, RecordRow>(LOOKUP_SQL_SQLITE)
+                .bind(&scope.tenant)
+                .bind(scope.operation)
+                .bind(scope.key.as_str())
+                .bind(Ts::now())
+                .fetch_optional(&mut **tx)
+                .await?
+        }
     };
+    Ok(row.map(Record::from))
 }
 
-/// One claim attempt, committed without waiting for the log flush.
-///
-/// A claim needs no durability of its own: the write it guards commits later with a
-/// full flush, and both stores write their log sequentially, so that flush makes the
-/// claim durable too. A claim lost to a database crash can only belong to an execution
-/// whose transaction the same crash rolled back, so the key is rightly free again.
-/// This saves one synchronous flush per new write.
-async fn claim_once(
-    db: &Db,
+/// Inserts the completed record (over an expired one, never over a live one) and the
+/// write's `new` audit row — one statement on PostgreSQL — inside the write's claimed
+/// transaction. `false` when a live record stands, which a claim holder cannot meet:
+/// the caller rolls back.
+pub async fn complete(
+    tx: &mut Tx,
     scope: &Scope,
     fingerprint: &str,
-    request_id: &str,
-    lease: Duration,
+    response: &StoredResponse,
     ttl: Duration,
-) -> Result<Option<i64>, sqlx::Error> {
-    let now = Ts::now();
-    match db {
-        Db::Postgres(pool) => {
-            claim_query!(
-                CLAIM_SQL_PG,
-                scope,
-                fingerprint,
-                request_id,
-                now,
-                lease,
-                ttl
-            )
-            .fetch_optional(pool)
-            .await
+    audit: &AuditRow,
+) -> Result<bool, sqlx::Error> {
+    let audit = audit.sanitized();
+    let audit = audit.as_ref();
+    // $1..$9: the record, the same on both stores.
+    macro_rules! bind_record {
+        ($q:expr) => {
+            $q.bind(&scope.tenant)
+                .bind(scope.operation)
+                .bind(scope.key.as_str())
+                .bind(fingerprint)
+                .bind(i32::from(response.status))
+                .bind(&response.body)
+                .bind(response.location.as_deref())
+                .bind(Id(response.resource_id))
+                .bind(audit.request_id.as_str())
+        };
+    }
+    match tx {
+        Tx::Postgres(tx) => {
+            let q = bind_record!(sqlx::query(COMPLETE_SQL_PG)).bind(ttl.as_secs_f64());
+            let n = crate::telemetry::bind_audit!(q, audit)
+                .execute(tx.exec())
+                .await?
+                .rows_affected();
+            Ok(n == 1)
         }
-        Db::Sqlite { pool, .. } => {
-            let _gate = db.write_gate().await?;
-            let mut conn = pool.acquire().await?;
-            sqlx::query("pragma synchronous = normal")
-                .execute(&mut *conn)
-                .await?;
-            let fence = claim_query!(CLAIM_SQL, scope, fingerprint, request_id, now, lease, ttl)
-                .fetch_optional(&mut *conn)
-                .await;
-            if let Err(e) = sqlx::query("pragma synchronous = full")
-                .execute(&mut *conn)
-                .await
-            {
-                // Never hand a connection back to the pool with relaxed durability.
-                let _ = conn.close().await;
-                return Err(e);
+        Tx::Sqlite { tx, .. } => {
+            let now = Ts::now();
+            let n = bind_record!(sqlx::query(COMPLETE_SQL_SQLITE))
+                .bind(now)
+                .bind(now.plus(ttl))
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Ok(false);
             }
-            fence
+            crate::telemetry::bind_audit!(sqlx::query(crate::telemetry::AUDIT_INSERT), audit)
+                .execute(&mut **tx)
+                .await?;
+            Ok(true)
         }
     }
 }
 
-/// Reads the record of `scope`, whatever its state.
-pub async fn load(db: &Db, scope: &Scope) -> Result<Option<Record>, sqlx::Error> {
-    let row = on_db!(db, |c| {
-        sqlx::query_as::<_, RecordRow>(LOAD_SQL)
-            .bind(&scope.tenant)
-            .bind(scope.operation)
-            .bind(scope.key.as_str())
-            .fetch_optional(c)
-            .await
-    })?;
-    Ok(row.map(Record::from))
+macro_rules! upsert_record {
+    ($values:literal, $now:literal) => {
+        concat!(
+            "insert into idempotency_keys (tenant, operation, idem_key, fingerprint, \
+               response_status, response_body, location, resource_id, request_id, \
+               created_at, completed_at, expires_at) ",
+            $values,
+            " on conflict (tenant, operation, idem_key) do update set \
+               fingerprint = excluded.fingerprint, response_status = excluded.response_status, \
+               response_body = excluded.response_body, location = excluded.location, \
+               resource_id = excluded.resource_id, request_id = excluded.request_id, \
+               created_at = excluded.created_at, completed_at = excluded.completed_at, \
+               expires_at = excluded.expires_at \
+             where idempotency_keys.expires_at <= ",
+            $now
+        )
+    };
 }
 
-/// Marks the claim `fence` completed with `response`, inside the operation's transaction.
-/// Returns `false` when the claim was lost (taken over): the caller must roll back.
-pub async fn complete(
-    tx: &mut Tx,
-    scope: &Scope,
-    fence: i64,
-    response: &StoredResponse,
-    ttl: Duration,
-) -> Result<bool, sqlx::Error> {
+const COMPLETE_SQL_PG: &str = concat!(
+    "with record as (",
+    upsert_record!(
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now(), \
+         now() + make_interval(secs => $10))",
+        "now() returning 1"
+    ),
+    ") ",
+    crate::telemetry::audit_columns!(),
+    "select $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 \
+     from record"
+);
+
+const COMPLETE_SQL_SQLITE: &str = upsert_record!(
+    "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+    "$10"
+);
+
+/// A scope's execution in flight, as PostgreSQL sees its claim.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The executor's backend.
+    pub pid: i32,
+    /// `active` (running a statement) or `idle in transaction`.
+    pub state: String,
+    /// When its transaction began.
+    pub since: Ts,
+    /// When its state last changed.
+    pub state_change: Ts,
+}
+
+#[derive(FromRow)]
+struct HolderRow {
+    pid: i32,
+    state: Option<String>,
+    xact_start: Option<Ts>,
+    state_change: Option<Ts>,
+}
+
+/// The session holding `scope`'s claim on PostgreSQL, if one does. (SQLite's claims are
+/// the server process's own write transaction, invisible from outside it: `None`.)
+pub async fn holder(db: &crate::db::Db, scope: &Scope) -> Result<Option<Holder>, sqlx::Error> {
+    let crate::db::Db::Postgres(pg) = db else {
+        return Ok(None);
+    };
+    let key = lock_key(scope);
+    let mut tx = pg.begin().await?;
+    // A bigint advisory key k is stored as classid = k >> 32, objid = k & 0xffffffff.
+    let row = sqlx::query_as::<_, HolderRow>(
+        "select a.pid, a.state, a.xact_start, a.state_change \
+         from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+         where l.locktype = 'advisory' and l.granted and l.objsubid = 1 \
+           and l.database = (select oid from pg_database where datname = current_database()) \
+           and l.classid::bigint = ($1 >> 32) & 4294967295 \
+           and l.objid::bigint = $1 & 4294967295",
+    )
+    .bind(key)
+    .fetch_optional(tx.exec())
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| Holder {
+        pid: r.pid,
+        state: r.state.unwrap_or_default(),
+        since: r.xact_start.unwrap_or_else(Ts::now),
+        state_change: r.state_change.unwrap_or_else(Ts::now),
+    }))
+}
+
+/// Reads the record of `scope` as it is stored, expired or not (operator tools).
+pub async fn load(db: &crate::db::Db, scope: &Scope) -> Result<Option<Record>, sqlx::Error> {
     let now = Ts::now();
-    let n = on_tx!(tx, |c| {
-        sqlx::query(
-            "update idempotency_keys set state = 'completed', response_status = $1, \
-             response_body = $2, location = $3, resource_id = $4, completed_at = $5, \
-             expires_at = $6, lease_until = null \
-             where tenant = $7 and operation = $8 and idem_key = $9 and fence = $10 \
-               and state = 'in_flight'",
+    let row = crate::on_db!(db, |c| {
+        sqlx::query_as::<_, RecordRow>(
+            "select fingerprint, response_status, response_body, location, expires_at, \
+             cast(0 as bigint) as remaining_us from idempotency_keys \
+             where tenant = $1 and operation = $2 and idem_key = $3",
         )
-        .bind(i32::from(response.status))
-        .bind(&response.body)
-        .bind(response.location.as_deref())
-        .bind(Id(response.resource_id))
-        .bind(now)
-        .bind(now.plus(ttl))
         .bind(&scope.tenant)
         .bind(scope.operation)
         .bind(scope.key.as_str())
-        .bind(fence)
-        .execute(c)
+        .fetch_optional(c)
         .await
-        .map(|r| r.rows_affected())
     })?;
-    Ok(n == 1)
-}
-
-/// Frees the key held under `fence` (after a failed execution).
-pub async fn release(db: &Db, scope: &Scope, fence: i64) -> Result<(), sqlx::Error> {
-    let (db, scope) = (db.clone(), scope.clone());
-    detached(async move { release_now(&db, &scope, fence).await }).await
-}
-
-async fn release_now(db: &Db, scope: &Scope, fence: i64) -> Result<(), sqlx::Error> {
-    let _gate = db.write_gate().await?;
-    on_db!(db, |c| {
-        sqlx::query(
-            "delete from idempotency_keys where tenant = $1 and operation = $2 \
-             and idem_key = $3 and fence = $4 and state = 'in_flight'",
-        )
-        .bind(&scope.tenant)
-        .bind(scope.operation)
-        .bind(scope.key.as_str())
-        .bind(fence)
-        .execute(c)
-        .await
-        .map(|_| ())
-    })
-}
-
-/// Extends the lease of claim `fence`; `false` when the claim is no longer ours.
-pub async fn renew(
-    db: &Db,
-    scope: &Scope,
-    fence: i64,
-    lease: Duration,
-) -> Result<bool, sqlx::Error> {
-    let (db, scope) = (db.clone(), scope.clone());
-    detached(async move { renew_now(&db, &scope, fence, lease).await }).await
-}
-
-async fn renew_now(
-    db: &Db,
-    scope: &Scope,
-    fence: i64,
-    lease: Duration,
-) -> Result<bool, sqlx::Error> {
-    let _gate = db.write_gate().await?;
-    let n = on_db!(db, |c| {
-        sqlx::query(
-            "update idempotency_keys set lease_until = $1 where tenant = $2 and operation = $3 \
-             and idem_key = $4 and fence = $5 and state = 'in_flight'",
-        )
-        .bind(Ts::now().plus(lease))
-        .bind(&scope.tenant)
-        .bind(scope.operation)
-        .bind(scope.key.as_str())
-        .bind(fence)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
-    })?;
-    Ok(n == 1)
-}
-
-/// Frees an in-flight claim by hand (an operator's release), only if it is still exactly
-/// the claim that was read: the same fence and the same lease end. A live executor renews
-/// its lease, so a claim it renewed since is never released. Returns whether it was.
-pub async fn release_unchanged(
-    tx: &mut Tx,
-    scope: &Scope,
-    fence: i64,
-    lease_until: Ts,
-) -> Result<bool, sqlx::Error> {
-    let n = on_tx!(tx, |c| {
-        sqlx::query(
-            "delete from idempotency_keys where tenant = $1 and operation = $2 \
-             and idem_key = $3 and fence = $4 and state = 'in_flight' and lease_until = $5",
-        )
-        .bind(&scope.tenant)
-        .bind(scope.operation)
-        .bind(scope.key.as_str())
-        .bind(fence)
-        .bind(lease_until)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
-    })?;
-    Ok(n == 1)
+    Ok(row.map(|r| {
+        let mut rec = Record::from(r);
+        let left = rec.expires_at.micros().saturating_sub(now.micros());
+        rec.remaining = Duration::from_micros(u64::try_from(left).unwrap_or(0));
+        rec
+    }))
 }

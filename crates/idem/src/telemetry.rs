@@ -287,11 +287,23 @@ pub struct AuditRow {
     pub metadata: Option<serde_json::Value>,
 }
 
-const AUDIT_INSERT: &str = "insert into idempotent_write_audit_log (id, operation_name, \
-     operation_type, deterministic_id, company_id, user_id, status, execution_duration_ms, \
-     timestamp, request_id, idempotency_key, route_path, http_method, workflows_triggered, \
-     side_effects_executed, error_message, metadata) \
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+macro_rules! audit_columns {
+    () => {
+        "insert into idempotent_write_audit_log (id, operation_name, \
+         operation_type, deterministic_id, company_id, user_id, status, execution_duration_ms, \
+         timestamp, request_id, idempotency_key, route_path, http_method, workflows_triggered, \
+         side_effects_executed, error_message, metadata) "
+    };
+}
+
+pub(crate) use audit_columns;
+
+const AUDIT_COLUMNS: &str = audit_columns!();
+
+pub(crate) const AUDIT_INSERT: &str = concat!(
+    audit_columns!(),
+    "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+);
 
 macro_rules! bind_audit {
     ($q:expr, $r:expr) => {
@@ -314,6 +326,7 @@ macro_rules! bind_audit {
             .bind($r.metadata.clone().map(sqlx::types::Json))
     };
 }
+pub(crate) use bind_audit;
 
 /// Logs the structured event of one write (target `idem::write`) from its audit row:
 /// every field of the row, never a token, a secret or a body.
@@ -488,11 +501,33 @@ pub async fn insert_audit(tx: &mut Tx, row: &AuditRow) -> Result<(), sqlx::Error
         .map(|_| ()))
 }
 
+/// Inserts `rows` with one multi-row statement (one round trip, one commit).
 async fn insert_batch(db: &Db, rows: &[Queued]) -> Result<(), sqlx::Error> {
+    let rows: Vec<Cow<'_, AuditRow>> = rows.iter().map(|q| q.row.sanitized()).collect();
     let mut tx = db.begin().await?;
-    for q in rows {
-        insert_audit(&mut tx, &q.row).await?;
-    }
+    crate::on_tx!(&mut tx, |c| {
+        let mut q = sqlx::QueryBuilder::new(AUDIT_COLUMNS);
+        q.push_values(rows.iter().map(Cow::as_ref), |mut b, r| {
+            b.push_bind(crate::db::Id(r.id))
+                .push_bind(r.operation_name)
+                .push_bind(r.operation_type)
+                .push_bind(r.deterministic_id.as_deref())
+                .push_bind(&r.company_id)
+                .push_bind(r.user_id.as_deref())
+                .push_bind(r.status)
+                .push_bind(r.execution_duration_ms)
+                .push_bind(r.timestamp)
+                .push_bind(&r.request_id)
+                .push_bind(r.idempotency_key.as_deref())
+                .push_bind(&r.route_path)
+                .push_bind(&r.http_method)
+                .push_bind(r.workflows_triggered)
+                .push_bind(r.side_effects_executed)
+                .push_bind(r.error_message.as_deref())
+                .push_bind(r.metadata.clone().map(sqlx::types::Json));
+        });
+        q.build().execute(c).await.map(|_| ())
+    })?;
     tx.commit().await
 }
 

@@ -2,13 +2,15 @@
 //! one record, and the prune.
 //!
 //! Invariants: these commands read or delete only what the server's own jobs would
-//! (`keys prune` is the scheduled prune run now); nothing here creates or changes a
-//! live claim.
+//! (`keys prune` is the scheduled prune run now); the one exception, `keys release`,
+//! ends the session of an executor that has sat idle in its transaction through the
+//! whole observation, which rolls its write back (it commits nothing half-way), and
+//! audits that it did.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use idem::{hygiene, on_db, store, Db, IdempotencyKey, Scope, Ts};
+use idem::{hygiene, on_db, on_tx, store, Db, IdempotencyKey, Scope, Ts};
 use serde_json::{json, Value};
 
 use super::output::{fail, Report};
@@ -18,13 +20,15 @@ use super::output::{fail, Report};
 pub enum KeysCommand {
     /// Health numbers of the key table (the figures of `/admin/system/health`).
     Stats,
-    /// One record: its state, fingerprint, lease and stored response.
+    /// One key: completed, expired or executing (and by which session), its fingerprint
+    /// and stored response.
     Show(ShowArgs),
     /// Deletes expired records now (the scheduled prune, run by hand).
     Prune(PruneArgs),
-    /// Frees a stuck in-flight key before its lease ends. Fenced: the claim is watched
-    /// for longer than a renewal interval first, and released only if no executor renewed
-    /// it; the release is audited.
+    /// Frees a key whose executor is stuck, before its lease ends (PostgreSQL): the
+    /// executor's session is watched first, and ended only if it sat idle in its
+    /// transaction the whole time (a live executor runs statements); ending it rolls
+    /// the write back and the key executes on its next retry. Audited.
     Release(ReleaseArgs),
 }
 
@@ -34,9 +38,9 @@ pub struct ReleaseArgs {
     /// The record.
     #[command(flatten)]
     pub record: ShowArgs,
-    /// How long to watch the claim for a renewal before releasing it: longer than the
-    /// server's renewal interval (a third of `--lease`; 10 s by default).
-    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    /// How long to watch the executor's session before ending it: a session that ran
+    /// any statement meanwhile is alive and is left alone.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub observe: std::time::Duration,
     /// Confirms the release (without it nothing is changed).
     #[arg(long)]
@@ -133,30 +137,47 @@ async fn show(
         return Ok(None);
     };
     let scope = Scope::new(args.company.hyphenated().to_string(), operation, key);
-    let Some(rec) = store::load(db, &scope).await? else {
+    let record = store::load(db, &scope).await?;
+    let holder = store::holder(db, &scope).await?;
+    if record.is_none() && holder.is_none() {
         return Ok(None);
-    };
-    let now = Ts::now();
-    let state = match rec.state {
-        store::RecordState::Completed if rec.expires_at <= now => "expired",
-        store::RecordState::Completed => "completed",
-        store::RecordState::InFlight if rec.lease_until.is_some_and(|l| l <= now) => {
-            "in_flight (lease ended)"
-        }
-        store::RecordState::InFlight => "in_flight",
+    }
+    let state = match (&holder, &record) {
+        (Some(_), _) => "in_flight",
+        (None, Some(r)) if r.remaining.is_zero() => "expired",
+        (None, _) => "completed",
     };
     let figures = [
         ("deterministic_id", json!(scope.deterministic_id())),
         ("state", json!(state)),
-        ("fingerprint", json!(rec.fingerprint)),
-        ("fence", json!(rec.fence)),
-        ("lease_until", json!(rec.lease_until.map(Ts::render))),
-        ("expires_at", json!(rec.expires_at.render())),
-        ("response_status", json!(rec.response_status)),
-        ("location", json!(rec.location)),
+        (
+            "fingerprint",
+            json!(record.as_ref().map(|r| r.fingerprint.clone())),
+        ),
+        (
+            "expires_at",
+            json!(record.as_ref().map(|r| r.expires_at.render())),
+        ),
+        (
+            "response_status",
+            json!(record.as_ref().map(|r| r.response_status)),
+        ),
+        (
+            "location",
+            json!(record.as_ref().and_then(|r| r.location.clone())),
+        ),
         (
             "response_bytes",
-            json!(rec.response_body.as_ref().map(Vec::len)),
+            json!(record.as_ref().map(|r| r.response_body.len())),
+        ),
+        ("executor_pid", json!(holder.as_ref().map(|h| h.pid))),
+        (
+            "executor_state",
+            json!(holder.as_ref().map(|h| h.state.clone())),
+        ),
+        (
+            "executing_since",
+            json!(holder.as_ref().map(|h| h.since.render())),
         ),
     ];
     let object: serde_json::Map<String, Value> = figures
@@ -177,8 +198,7 @@ async fn prune(db: &Db, dry_run: bool) -> Result<Report, sqlx::Error> {
     let (deleted, verb) = if dry_run {
         let now = Ts::now();
         let n: i64 = on_db!(db, |c| sqlx::query_scalar(
-            "select count(*) from idempotency_keys where expires_at <= $1 \
-             and (state = 'completed' or lease_until <= $1)"
+            "select count(*) from idempotency_keys where expires_at <= $1"
         )
         .bind(now)
         .fetch_one(c)
@@ -200,7 +220,14 @@ async fn prune(db: &Db, dry_run: bool) -> Result<Report, sqlx::Error> {
 
 async fn release(db: &Db, args: &ReleaseArgs, json: bool) -> ExitCode {
     if !args.yes {
-        return fail("releasing a claim lets the key execute again: add --yes to confirm");
+        return fail("releasing a key ends its executor's session and lets it execute again: add --yes to confirm");
+    }
+    if db.backend() == idem::Backend::Sqlite {
+        return fail(
+            "on SQLite a key in flight is the server's own write transaction: it cannot be \
+             ended from outside; a stuck one shows as /readyz failing, and restarting the \
+             server rolls it back",
+        );
     }
     let Some(operation) = super::registered_operation(&args.record.operation) else {
         return fail(super::unknown_operation(&args.record.operation));
@@ -210,25 +237,27 @@ async fn release(db: &Db, args: &ReleaseArgs, json: bool) -> ExitCode {
     };
     let scope = Scope::new(args.record.company.hyphenated().to_string(), operation, key);
     match release_watched(db, &scope, args.observe).await {
-        Ok(Released::Done { fence }) => {
-            let mut r = Report::new("Release", &["outcome", "fence"]);
-            r.row(vec![json!("released"), json!(fence)]);
-            r.with_json(json!({"outcome": "released", "fence": fence}))
+        Ok(Released::Done { pid }) => {
+            let mut r = Report::new("Release", &["outcome", "executor_pid"]);
+            r.row(vec![json!("released"), json!(pid)]);
+            r.with_json(json!({"outcome": "released", "executor_pid": pid}))
                 .print(json)
         }
         Ok(Released::Alive) => {
-            eprintln!("refused: the executor is alive (it renewed its lease); nothing released");
+            eprintln!(
+                "refused: the executor is alive (its session ran statements while watched); nothing released"
+            );
             ExitCode::from(1)
         }
-        Ok(Released::NotInFlight(state)) => fail(format!("the key is not in flight ({state})")),
+        Ok(Released::NotInFlight) => fail("the key is not in flight"),
         Err(e) => fail(format!("the store refused the release: {e}")),
     }
 }
 
 enum Released {
-    Done { fence: i64 },
+    Done { pid: i32 },
     Alive,
-    NotInFlight(&'static str),
+    NotInFlight,
 }
 
 async fn release_watched(
@@ -236,18 +265,22 @@ async fn release_watched(
     scope: &Scope,
     observe: std::time::Duration,
 ) -> Result<Released, sqlx::Error> {
-    let Some(seen) = store::load(db, scope).await? else {
-        return Ok(Released::NotInFlight("no record"));
+    let Some(seen) = store::holder(db, scope).await? else {
+        return Ok(Released::NotInFlight);
     };
-    let (store::RecordState::InFlight, Some(lease)) = (seen.state, seen.lease_until) else {
-        return Ok(Released::NotInFlight("completed"));
-    };
-    tokio::time::sleep(observe).await;
-    let mut tx = db.begin().await?;
-    if !store::release_unchanged(&mut tx, scope, seen.fence, lease).await? {
-        tx.rollback().await?;
+    const IDLE: &str = "idle in transaction";
+    if seen.state != IDLE {
         return Ok(Released::Alive);
     }
+    tokio::time::sleep(observe).await;
+    let Some(now) = store::holder(db, scope).await? else {
+        return Ok(Released::NotInFlight);
+    };
+    if now.pid != seen.pid || now.state != IDLE || now.state_change != seen.state_change {
+        return Ok(Released::Alive);
+    }
+    // The audit row and the ending share a transaction: the row commits only if the
+    // session was still exactly as watched (same state since the same instant) and ended.
     let row = idem::telemetry::AuditRow {
         id: uuid::Uuid::now_v7(),
         operation_name: scope.operation,
@@ -265,14 +298,28 @@ async fn release_watched(
         workflows_triggered: 0,
         side_effects_executed: false,
         error_message: Some(format!(
-            "in-flight claim (fence {}) released by an operator with `accubooks keys release`",
-            seen.fence
+            "in-flight key released by an operator with `accubooks keys release`: executor session {} (idle in its transaction since {}) ended, its write rolled back",
+            seen.pid,
+            seen.state_change.render()
         )),
         metadata: Some(json!({"action": "keys release"})),
     };
+    let mut tx = db.begin().await?;
     idem::telemetry::insert_audit(&mut tx, &row).await?;
+    let ended: bool = on_tx!(&mut tx, |c| sqlx::query_scalar(
+        "select coalesce((select pg_terminate_backend(pid) from pg_stat_activity \
+          where pid = $1 and state = 'idle in transaction' and state_change = $2), false)"
+    )
+    .bind(seen.pid)
+    .bind(seen.state_change)
+    .fetch_one(c)
+    .await)?;
+    if !ended {
+        tx.rollback().await?;
+        return Ok(Released::Alive);
+    }
     tx.commit().await?;
-    Ok(Released::Done { fence: seen.fence })
+    Ok(Released::Done { pid: seen.pid })
 }
 
 fn operation_type(name: &str) -> &'static str {

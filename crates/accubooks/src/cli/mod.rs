@@ -147,6 +147,7 @@ async fn connect(args: &DbArgs, create: bool) -> Result<idem::Db, ExitCode> {
     let opts = idem::db::ConnectOptions {
         pool_size: Some(2),
         create_if_missing: create,
+        transaction_pooler: args.transaction_pooler,
         ..Default::default()
     };
     idem::Db::connect(&args.database_url, &opts)

@@ -70,7 +70,9 @@ async fn a_duplicate_storm_parks_without_holding_connections(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("Acme").await;
     let r = router(&app);
-    let hold = app.state.engine().hooks().arm("claimed", false);
+    // The first execution parks before its transaction, holding no connection (and, on
+    // SQLite, not the one writer slot the unrelated write needs).
+    let hold = app.state.engine().hooks().arm("claim");
     let first = tokio::spawn({
         let (r, token) = (r.clone(), co.token.clone());
         async move {

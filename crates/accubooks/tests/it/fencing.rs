@@ -1,79 +1,192 @@
-//! Fencing at the record store, on both backends: a claim whose lease ended can be taken
-//! over, and the old claim can then neither complete nor release the key.
+//! Claims at the record store, on both backends: a claim is its transaction's, other
+//! transactions see the scope in flight without waiting, an executor whose session was
+//! ended after its lease can complete nothing, and a claim changes nothing in the
+//! pooled connection that outlives its transaction.
 
 use std::time::Duration;
 
-use idem::store::{self, Claim, StoredResponse};
-use idem::{IdempotencyKey, Scope};
+use idem::store::{self, Claim, Lease, StoredResponse};
+use idem::telemetry::AuditRow;
+use idem::{IdempotencyKey, Scope, Ts, Tx};
 use serde_json::json;
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp};
 
-async fn a_stale_claim_can_neither_complete_nor_release(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let db = &app.state.db;
-    let scope = Scope::new(
+fn scope(key: &str) -> Scope {
+    Scope::new(
         "tenant-f",
         "createCustomer",
-        IdempotencyKey::parse(b"fence").expect("key"),
-    );
-    let lease = Duration::from_millis(200);
-    let ttl = Duration::from_secs(60);
-    let Claim::Claimed { fence: old } = store::claim(db, &scope, "fp", "r1", lease, ttl)
-        .await
-        .expect("claim")
-    else {
-        panic!("first claim must succeed");
-    };
-    let Claim::Existing(_) = store::claim(db, &scope, "fp", "r2", lease, ttl)
-        .await
-        .expect("claim")
-    else {
-        panic!("a live claim is not taken over");
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let Claim::Claimed { fence: new } = store::claim(db, &scope, "fp", "r3", lease, ttl)
-        .await
-        .expect("claim")
-    else {
-        panic!("an expired lease is taken over");
-    };
-    assert!(new > old, "a takeover gets a new fence");
-    let response = StoredResponse {
+        IdempotencyKey::parse(key.as_bytes()).expect("key"),
+    )
+}
+
+fn lease(ms: u64) -> Lease {
+    Lease {
+        lease: Duration::from_millis(ms),
+        lock_timeout: Duration::from_secs(1),
+    }
+}
+
+fn response(scope: &Scope, body: &str) -> StoredResponse {
+    StoredResponse {
         status: 201,
-        body: b"{}".to_vec(),
+        body: body.as_bytes().to_vec(),
         location: None,
         resource_id: scope.deterministic_id(),
-    };
-    let mut tx = db.begin().await.expect("begin");
-    assert!(
-        !store::complete(&mut tx, &scope, old, &response, ttl)
+    }
+}
+
+fn audit(scope: &Scope, request_id: &str) -> AuditRow {
+    AuditRow {
+        id: uuid::Uuid::now_v7(),
+        operation_name: "createCustomer",
+        operation_type: "high-risk",
+        deterministic_id: Some(scope.deterministic_id().to_string()),
+        company_id: scope.tenant.clone(),
+        user_id: None,
+        status: "new",
+        execution_duration_ms: 1.0,
+        timestamp: Ts::now(),
+        request_id: request_id.to_owned(),
+        idempotency_key: Some(scope.key.as_str().to_owned()),
+        route_path: "/api/customers".to_owned(),
+        http_method: "POST".to_owned(),
+        workflows_triggered: 0,
+        side_effects_executed: false,
+        error_message: None,
+        metadata: None,
+    }
+}
+
+async fn complete(
+    tx: &mut Tx,
+    scope: &Scope,
+    fingerprint: &str,
+    body: &str,
+) -> Result<bool, sqlx::Error> {
+    let ttl = Duration::from_secs(60);
+    store::complete(
+        tx,
+        scope,
+        fingerprint,
+        &response(scope, body),
+        ttl,
+        &audit(scope, body),
+    )
+    .await
+}
+
+async fn a_claim_is_exclusive_until_its_transaction_ends_and_a_completion_is_replayed(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let db = &app.state.db;
+    let s = scope("exclusive");
+    let mut first = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut first, &s, lease(5000))
             .await
-            .expect("complete"),
-        "the stale fence cannot complete"
-    );
-    tx.rollback().await.expect("rollback");
-    store::release(db, &scope, old).await.expect("release");
-    assert!(
-        store::load(db, &scope).await.expect("load").is_some(),
-        "the stale fence cannot release the new claim"
-    );
-    assert!(
-        !store::renew(db, &scope, old, lease).await.expect("renew"),
-        "nor renew it"
-    );
-    let mut tx = db.begin().await.expect("begin");
-    assert!(store::complete(&mut tx, &scope, new, &response, ttl)
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    if backend == Backend::Postgres {
+        // Another transaction learns "in flight" at once, without waiting on a lock.
+        let mut other = db.begin().await.expect("begin");
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            store::claim(&mut other, &s, lease(5000))
+                .await
+                .expect("claim"),
+            Claim::InFlight
+        ));
+        assert!(started.elapsed() < Duration::from_millis(500));
+        other.rollback().await.expect("rollback");
+    }
+    // Rolling back frees the scope.
+    first.rollback().await.expect("rollback");
+    let mut second = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut second, &s, lease(5000))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    assert!(complete(&mut second, &s, "fp", "{\"n\":2}")
         .await
         .expect("complete"));
-    tx.commit().await.expect("commit");
+    second.commit().await.expect("commit");
+    // Completed: every later claim finds the record and its exact body.
+    let mut third = db.begin().await.expect("begin");
+    match store::claim(&mut third, &s, lease(5000))
+        .await
+        .expect("claim")
+    {
+        Claim::Completed(r) => {
+            assert_eq!(r.fingerprint, "fp");
+            assert_eq!(r.response_body, b"{\"n\":2}");
+            assert!(r.remaining > Duration::from_secs(50));
+        }
+        other => panic!("expected the completed record, got {other:?}"),
+    }
+    third.rollback().await.expect("rollback");
+}
+
+/// Issue: the fence could repeat (ABA). A claims and stalls past its lease; B takes over,
+/// fails and releases; C claims and completes. A's late completion must change nothing:
+/// its session was ended by the server at the lease, so it cannot commit at all.
+async fn an_executor_past_its_lease_cannot_complete_after_others_claimed(backend: Backend) {
+    if backend == Backend::Sqlite {
+        // One writer at a time: B and C cannot even begin while A's transaction lives.
+        return;
+    }
+    let app = TestApp::spawn(backend).await;
+    let db = &app.state.db;
+    let s = scope("aba");
+    let mut a = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut a, &s, lease(300)).await.expect("claim"),
+        Claim::Claimed
+    ));
+    // A stalls idle in its transaction past the lease: the server ends its session.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut b = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut b, &s, lease(5000)).await.expect("claim"),
+        Claim::Claimed
+    ));
+    b.rollback().await.expect("B fails and releases");
+    let mut c = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut c, &s, lease(5000)).await.expect("claim"),
+        Claim::Claimed
+    ));
+    assert!(complete(&mut c, &s, "fp-c", "C").await.expect("complete"));
+    c.commit().await.expect("commit");
+    let late = match complete(&mut a, &s, "fp-a", "A").await {
+        Ok(_) => a.commit().await,
+        Err(e) => Err(e),
+    };
+    let e = late.expect_err("A's session was ended at its lease");
+    assert!(idem::db::session_lost(&e), "{e}");
+    let stored = store::load(db, &s).await.expect("load").expect("record");
+    assert_eq!(stored.fingerprint, "fp-c", "C's record stands");
+    assert_eq!(stored.response_body, b"C");
+    let rows: i64 = idem::on_db!(db, |c| sqlx::query_scalar(
+        "select count(*) from idempotent_write_audit_log where idempotency_key = 'aba'"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("count");
+    assert_eq!(rows, 1, "only C's audit row");
 }
 
 async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("A").await;
-    let hold = app.state.engine().hooks().arm("claimed", false);
+    // Parked before its transaction: on SQLite a parked transaction would hold the one
+    // writer slot that the other writes below need.
+    let hold = app.state.engine().hooks().arm("claim");
     let body = json!({"name": "x"});
     let first = app.post("/api/customers", &co.token, "sd", &body);
     let rest = async {
@@ -133,49 +246,64 @@ async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(back
     assert_eq!(replayed, 1, "the queued audit row was flushed at shutdown");
 }
 
-async fn a_claim_hands_its_connection_back_with_full_durability(backend: Backend) {
+/// The claim's limits are set for its transaction only: the pooled connection that
+/// outlives it keeps the session's settings (and so does a connection a transaction
+/// pooler hands to someone else).
+async fn a_claim_leaves_nothing_on_its_connection(backend: Backend) {
     let o = crate::harness::Options {
         pool_size: Some(1),
         ..Default::default()
     };
     let app = TestApp::spawn_with(backend, o).await;
     let db = &app.state.db;
-    let scope = Scope::new(
-        "tenant-s",
-        "createCustomer",
-        IdempotencyKey::parse(b"sync").expect("key"),
+    let idem::Db::Postgres(pg) = db else {
+        // SQLite: the claim sets nothing on the connection.
+        return;
+    };
+    let pool = pg.pool();
+    let show = |name: &'static str| async move {
+        sqlx::query_scalar::<_, String>(&format!("show {name}"))
+            .fetch_one(pool)
+            .await
+            .expect("show")
+    };
+    let before = (
+        show("idle_in_transaction_session_timeout").await,
+        show("statement_timeout").await,
     );
-    let claim = store::claim(
-        db,
-        &scope,
-        "fp",
-        "r",
-        Duration::from_secs(5),
-        Duration::from_secs(60),
+    let mut tx = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut tx, &scope("sync"), lease(1234))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
+    let inside: String = idem::on_tx!(&mut tx, |c| sqlx::query_scalar("show statement_timeout")
+        .fetch_one(c)
+        .await)
+    .expect("show");
+    assert_eq!(inside, "1234ms");
+    tx.commit().await.expect("commit");
+    let after = (
+        show("idle_in_transaction_session_timeout").await,
+        show("statement_timeout").await,
+    );
+    assert_eq!(
+        before, after,
+        "the pool's one connection is back to its own settings"
+    );
+    let locks: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()",
     )
-    .await;
-    assert!(matches!(claim, Ok(Claim::Claimed { .. })));
-    // The pool has one connection: the claim's. Its relaxed flush must not outlive the claim.
-    match db {
-        idem::Db::Postgres(pool) => {
-            let level: String = sqlx::query_scalar("show synchronous_commit")
-                .fetch_one(pool)
-                .await
-                .expect("show");
-            assert_eq!(level, "on");
-        }
-        idem::Db::Sqlite { pool, .. } => {
-            let level: i64 = sqlx::query_scalar("pragma synchronous")
-                .fetch_one(pool)
-                .await
-                .expect("pragma");
-            assert_eq!(level, 2, "synchronous=FULL");
-        }
-    }
+    .fetch_one(pool)
+    .await
+    .expect("locks");
+    assert_eq!(locks, 0, "no advisory lock outlives the transaction");
 }
 
 backend_tests!(
-    a_stale_claim_can_neither_complete_nor_release,
+    a_claim_is_exclusive_until_its_transaction_ends_and_a_completion_is_replayed,
+    an_executor_past_its_lease_cannot_complete_after_others_claimed,
     shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log,
-    a_claim_hands_its_connection_back_with_full_durability,
+    a_claim_leaves_nothing_on_its_connection,
 );

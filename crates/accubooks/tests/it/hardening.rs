@@ -265,7 +265,7 @@ async fn a_weak_operator_token_is_refused_at_start(backend: Backend) {
 async fn a_company_lock_does_not_block_inserts_referencing_the_company(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("A").await;
-    let hold = app.state.engine().hooks().arm("before_complete", false);
+    let hold = app.state.engine().hooks().arm("before_complete");
     let grant = {
         let client = app.client.clone();
         let url = app.url("/api/company/members");
@@ -310,9 +310,10 @@ async fn only_the_archive_function_may_delete_audit_rows(backend: Backend) {
         .post("/api/customers", &co.token, "k", &json!({"name": "x"}))
         .await;
     assert_eq!(r.status, 201);
-    let idem::Db::Postgres(pool) = &app.state.db else {
+    let idem::Db::Postgres(pg) = &app.state.db else {
         panic!("postgres")
     };
+    let pool = pg.pool();
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("set local idem.audit_archive = 'on'")
         .execute(&mut *tx)

@@ -200,6 +200,7 @@ pub fn serve_args(url: &str, o: &Options) -> ServeArgs {
         bind: "127.0.0.1:0".parse().expect("addr"),
         db: DbArgs {
             database_url: url.to_owned(),
+            transaction_pooler: false,
         },
         migrate: true,
         no_migrate: false,
@@ -546,6 +547,14 @@ impl Drop for TestApp {
 /// A real `accubooks serve` process on a free port (multi-process tests): started with
 /// the operator token, a small pool and `extra` arguments and environment; killed (after
 /// a SIGCONT, in case a test froze it) when dropped.
+/// Whether Debian's `faketime` is installed (`.ci/run` installs it).
+pub fn faketime_available() -> bool {
+    std::process::Command::new("faketime")
+        .args(["-f", "+0", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub struct Node {
     child: std::process::Child,
     pub base: String,
@@ -553,12 +562,37 @@ pub struct Node {
 
 impl Node {
     pub async fn start(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::start_with_clock(None, url, extra, env).await
+    }
+
+    /// Starts a node whose wall clock is off by `offset` (`+2h`), under Debian's
+    /// `faketime` (see [`faketime_available`]).
+    pub async fn start_skewed(offset: &str, url: &str, extra: &[&str]) -> Node {
+        Self::start_with_clock(Some(offset), url, extra, &[]).await
+    }
+
+    async fn start_with_clock(
+        offset: Option<&str>,
+        url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         use std::process::{Command, Stdio};
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_accubooks"))
+        let mut command = match offset {
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", offset, env!("CARGO_BIN_EXE_accubooks")])
+                    // Only the wall clock: timers and timeouts keep real time.
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_accubooks")),
+        };
+        let child = command
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args([
                 "--database-url",

@@ -17,6 +17,7 @@ mod input;
 mod inventory;
 mod limits;
 mod openapi;
+mod pgbouncer;
 mod processes;
 mod prometheus;
 mod retention;

@@ -10,12 +10,35 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::harness::{postgres_url, Backend, Node, TestDb, OPERATOR};
+use crate::harness::{faketime_available, postgres_url, Backend, Node, TestDb, OPERATOR};
 
 /// A node whose claims last `lease`, optionally with a hold point (`IDEM_TEST_HOLD`).
 async fn node(url: &str, lease: &str, hold: Option<&str>) -> Node {
+    node_via(&Via::direct(url), lease, hold).await
+}
+
+/// Where nodes connect: the store itself, or a transaction pooler in front of it.
+pub(crate) struct Via {
+    pub(crate) url: String,
+    pub(crate) pooled: bool,
+}
+
+impl Via {
+    fn direct(url: &str) -> Via {
+        Via {
+            url: url.to_owned(),
+            pooled: false,
+        }
+    }
+}
+
+async fn node_via(via: &Via, lease: &str, hold: Option<&str>) -> Node {
     let env: Vec<(&str, &str)> = hold.map(|h| ("IDEM_TEST_HOLD", h)).into_iter().collect();
-    Node::start(url, &["--lease", lease, "--key-ttl", "1h"], &env).await
+    let mut args = vec!["--lease", lease, "--key-ttl", "1h"];
+    if via.pooled {
+        args.push("--transaction-pooler");
+    }
+    Node::start(&via.url, &args, &env).await
 }
 
 async fn company(client: &reqwest::Client, node: &Node) -> (String, String) {
@@ -73,27 +96,29 @@ async fn customers(url: &str) -> i64 {
     n
 }
 
-async fn claimed(url: &str, key: &str) -> bool {
-    let Ok(db) = idem::Db::connect(url, &idem::db::ConnectOptions::default()).await else {
+/// Whether `node` is executing a write now (its `idem_local_in_flight` gauge): a claim
+/// is the executor's own transaction, visible from outside only through the node.
+async fn executing(node: &Node) -> bool {
+    let Ok(r) = reqwest::Client::new()
+        .get(format!("{}/metrics", node.base))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+    else {
         return false;
     };
-    let n = idem::on_db!(&db, |c| sqlx::query_scalar::<_, i64>(
-        "select count(*) from idempotency_keys where idem_key = $1"
-    )
-    .bind(key)
-    .fetch_one(c)
-    .await)
-    .unwrap_or(0);
-    db.close().await;
-    n > 0
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("idem_local_in_flight "))
+        .any(|v| v.trim().parse::<f64>().is_ok_and(|n| n > 0.0))
 }
 
-async fn wait_until_claimed(url: &str, key: &str) {
+async fn wait_until_executing(node: &Node) {
     let started = Instant::now();
-    while !claimed(url, key).await {
+    while !executing(node).await {
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the key was never claimed"
+            "the write never started executing"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -107,8 +132,13 @@ async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
-    let first = node(&db.url, "30s", None).await;
-    let (second, third) = tokio::join!(node(&db.url, "30s", None), node(&db.url, "30s", None));
+    three_nodes_case(&db, &Via::direct(&db.url)).await;
+}
+
+/// 300 requests with one key, spread over three nodes, race: one executes.
+pub(crate) async fn three_nodes_case(db: &TestDb, via: &Via) {
+    let first = node_via(via, "30s", None).await;
+    let (second, third) = tokio::join!(node_via(via, "30s", None), node_via(via, "30s", None));
     let nodes = [first, second, third];
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(200)
@@ -136,29 +166,35 @@ async fn three_nodes_on_one_postgres_execute_300_same_key_requests_once() {
 
 async fn killed_executor_case(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut a = node(&db.url, "2s", Some("claimed:60000:hold-")).await;
+    killed_case(&db, &Via::direct(&db.url)).await;
+}
+
+/// An executor killed inside its transaction: the key executes once, elsewhere.
+pub(crate) async fn killed_case(db: &TestDb, via: &Via) {
+    let mut a = node_via(via, "2s", Some("claimed:60000:hold-")).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &a).await;
     let doomed = tokio::spawn({
         let (client, base, token) = (client.clone(), a.base.clone(), token.clone());
         async move { create(&client, &base, &token, "hold-kill", None).await }
     });
-    wait_until_claimed(&db.url, "hold-kill").await;
+    wait_until_executing(&a).await;
     a.kill();
     assert_eq!(
         doomed.await.expect("task").0,
         0,
         "the killed node never answered"
     );
-    // SQLite: restart on the same file. PostgreSQL: any other node.
-    let b = node(&db.url, "2s", None).await;
-    let (status, _) = create(&client, &b.base, &token, "hold-kill", None).await;
-    assert_eq!(
-        status, 409,
-        "the dead executor's claim holds until its lease ends"
-    );
+    // SQLite: restart on the same file. PostgreSQL: any other node. The dead executor's
+    // claim was its transaction: the store ended it with the process, so the key is free
+    // at the latest when the lease ends (a 409 is allowed until then, never a second
+    // execution).
+    let b = node_via(via, "2s", None).await;
     let (status, body) = create(&client, &b.base, &token, "hold-kill", Some(10)).await;
-    assert_eq!(status, 201, "after the lease the key executes: {body}");
+    assert_eq!(
+        status, 201,
+        "the key executes, at the latest after the lease: {body}"
+    );
     let (status, _) = create(&client, &b.base, &token, "hold-kill", None).await;
     assert_eq!(status, 200);
     assert_eq!(customers(&db.url).await, 1);
@@ -187,16 +223,22 @@ async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
-    // A parks inside its transaction, after its writes, before the fenced completion.
-    let a = node(&db.url, "1s", Some("before_complete:3000:hold-")).await;
-    let b = node(&db.url, "1s", None).await;
+    frozen_case(&db, &Via::direct(&db.url)).await;
+}
+
+/// A frozen executor (SIGSTOP) past its lease: another node takes over, and the frozen
+/// one, resumed, cannot commit and answers as a retry would.
+pub(crate) async fn frozen_case(db: &TestDb, via: &Via) {
+    // A parks inside its transaction, after its writes, before the completion.
+    let a = node_via(via, "1s", Some("before_complete:3000:hold-")).await;
+    let b = node_via(via, "1s", None).await;
     let client = reqwest::Client::new();
     let (_, token) = company(&client, &a).await;
     let frozen = tokio::spawn({
         let (client, base, token) = (client.clone(), a.base.clone(), token.clone());
         async move { create(&client, &base, &token, "hold-freeze", None).await }
     });
-    wait_until_claimed(&db.url, "hold-freeze").await;
+    wait_until_executing(&a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.signal("-STOP");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -213,6 +255,76 @@ async fn a_frozen_executor_cannot_commit_after_its_claim_was_taken_over() {
     );
     assert_eq!(body_a, body_b);
     assert_eq!(customers(&db.url).await, 1);
+}
+
+/// Issue: leases and expiry used each node's own clock, so a node running ahead by more
+/// than the lease stole live claims and treated completed records as expired early.
+/// Every lease and expiry comparison is now the database's: a node two hours ahead (with
+/// a one-hour key TTL) neither takes over a write in flight nor re-claims, counts or
+/// prunes the completed record as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn a_node_with_a_skewed_clock_neither_steals_a_claim_nor_expires_a_record_early() {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return;
+    }
+    if !faketime_available() {
+        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = node(&db.url, "30s", Some("before_complete:3000:hold-")).await;
+    let ahead = Node::start_skewed("+2h", &db.url, &["--lease", "30s", "--key-ttl", "1h"]).await;
+    let client = reqwest::Client::new();
+    let (_, token) = company(&client, &a).await;
+    let first = tokio::spawn({
+        let (client, base, token) = (client.clone(), a.base.clone(), token.clone());
+        async move { create(&client, &base, &token, "hold-skew", None).await }
+    });
+    wait_until_executing(&a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = create(&client, &ahead.base, &token, "hold-skew", None).await;
+    assert_eq!(
+        status, 409,
+        "the node ahead does not take over a live write: {body}"
+    );
+    let (status, body_a) = first.await.expect("task");
+    assert_eq!(status, 201, "{body_a}");
+
+    let (status, body) = create(&client, &ahead.base, &token, "hold-skew", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, body_a, "replayed from the stored record");
+    let skew_db = idem::Db::connect(&db.url, &idem::db::ConnectOptions::default())
+        .await
+        .expect("connect");
+    let request_id: String = idem::on_db!(&skew_db, |c| sqlx::query_scalar(
+        "select request_id from idempotency_keys where idem_key = 'hold-skew'"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("the record stands");
+    assert!(!request_id.is_empty());
+    skew_db.close().await;
+    assert_eq!(customers(&db.url).await, 1);
+
+    // The operator's figures and the prune, run two hours ahead, see nothing expired.
+    let ahead_cli = |args: &[&str]| {
+        std::process::Command::new("faketime")
+            .args(["-f", "+2h", env!("CARGO_BIN_EXE_accubooks")])
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .args(args)
+            .output()
+            .expect("accubooks runs")
+    };
+    let stats = ahead_cli(&["--json", "keys", "--database-url", &db.url, "stats"]);
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("json");
+    assert_eq!(stats["expired_pending"], json!(0), "{stats}");
+    let pruned = ahead_cli(&["--json", "keys", "--database-url", &db.url, "prune"]);
+    let pruned: Value = serde_json::from_slice(&pruned.stdout).expect("json");
+    assert_eq!(pruned["records"], json!(0), "{pruned}");
+    let (status, _) = create(&client, &a.base, &token, "hold-skew", None).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,9 +17,10 @@ fn month_start(year: i32, month0: i32) -> DateTime<Utc> {
 }
 
 async fn insert_audit_row(app: &TestApp, at: DateTime<Utc>) {
-    let idem::Db::Postgres(pool) = &app.state.db else {
+    let idem::Db::Postgres(pg) = &app.state.db else {
         unreachable!("PostgreSQL only")
     };
+    let pool = pg.pool();
     sqlx::query(
         "insert into idempotent_write_audit_log (id, operation_name, operation_type, \
          company_id, status, execution_duration_ms, timestamp) \
@@ -141,9 +142,10 @@ async fn archive_interrupted_after_each_step_loses_nothing_and_completes_on_reru
         |start: &DateTime<Utc>| format!("idempotent_write_audit_log_{}", start.format("%Y_%m"));
     let dir = tempfile::tempdir().expect("tempdir");
     let cutoff = now - Duration::days(90);
-    let idem::Db::Postgres(pool) = &app.state.db else {
+    let idem::Db::Postgres(pg) = &app.state.db else {
         unreachable!("PostgreSQL only")
     };
+    let pool = pg.pool();
     let pool = pool.clone();
     let exists = |table: String| {
         let pool = pool.clone();
