@@ -163,6 +163,10 @@ pub trait Operation: Send + Sync {
     type Error: OperationError;
 
     /// Finds the operation's record by its deterministic id (it outlives the key).
+    ///
+    /// Consulted only when an execution fails: a record standing from a key that expired
+    /// makes the execution fail (its row's id is taken), and the engine then rolls back
+    /// and tries once more, this time asking here first. A new write never pays for it.
     fn find_existing(
         &self,
         tx: &mut Tx,
@@ -171,7 +175,7 @@ pub trait Operation: Send + Sync {
     ) -> impl Future<Output = Result<Option<Existing>, Self::Error>> + Send;
 
     /// Validates and performs the write. The record row's id must be `ctx.id()` and it
-    /// must keep `ctx.fingerprint()`.
+    /// must keep `ctx.fingerprint()`; the write must fail if that row already exists.
     fn execute(
         &self,
         ctx: &mut ExecCtx<'_>,
@@ -508,6 +512,9 @@ impl Engine {
         let inner = &*self.inner;
         let mut lost = 0;
         let mut poll = Duration::from_millis(10);
+        // The first attempt executes straight away; a failed one is tried once more,
+        // looking for the operation's record first (see `Operation::find_existing`).
+        let mut cautious = false;
         // Held from the first claim attempt until this request is answered: the node's
         // other duplicates of the scope wait on it, whether it executes or polls.
         let mut local_guard: Option<LocalGuard<'_>> = None;
@@ -541,7 +548,7 @@ impl Engine {
                 }
             }
             self.hold("claim", &req.scope).await;
-            match self.attempt(req, op, started).await {
+            match self.attempt(req, op, started, cautious).await {
                 Attempt::Committed(reply, recorded) => {
                     report.recorded = Some(recorded);
                     return Ok(reply);
@@ -567,6 +574,7 @@ impl Engine {
                         Err(WriteError::Mismatch)
                     };
                 }
+                Attempt::Failed(WriteError::Operation(_), _) if !cautious => cautious = true,
                 Attempt::Failed(e, workflows) => {
                     report.workflows = workflows;
                     return Err(e);
@@ -632,6 +640,7 @@ impl Engine {
         req: &WriteRequest,
         op: &O,
         started: Instant,
+        cautious: bool,
     ) -> Attempt<O::Error> {
         let inner = &*self.inner;
         let lease = Lease {
@@ -654,7 +663,7 @@ impl Engine {
             }
             Err(e) => return Attempt::Failed(WriteError::Store(e), 0),
         }
-        match self.execute(&mut tx, req, op, started).await {
+        match self.execute(&mut tx, req, op, started, cautious).await {
             Ok(Executed::Done(reply, recorded, workflows)) => {
                 self.hold("commit", &req.scope).await;
                 if let Err(e) = tx.commit().await {
@@ -698,22 +707,26 @@ impl Engine {
         }
     }
 
-    /// The operation and the completion, inside the claimed transaction.
+    /// The operation and the completion, inside the claimed transaction; `cautious`
+    /// looks for the operation's record first.
     async fn execute<O: Operation>(
         &self,
         tx: &mut Tx,
         req: &WriteRequest,
         op: &O,
         started: Instant,
+        cautious: bool,
     ) -> Result<Executed<O::Error>, sqlx::Error> {
         let inner = &*self.inner;
         let id = req.scope.deterministic_id();
         self.hold("claimed", &req.scope).await;
         self.hold("begin", &req.scope).await;
-        match op.find_existing(tx, &req.scope.tenant, id).await {
-            Ok(Some(existing)) => return Ok(Executed::Existing(existing)),
-            Ok(None) => {}
-            Err(e) => return Ok(Executed::Failed(e, 0)),
+        if cautious {
+            match op.find_existing(tx, &req.scope.tenant, id).await {
+                Ok(Some(existing)) => return Ok(Executed::Existing(existing)),
+                Ok(None) => {}
+                Err(e) => return Ok(Executed::Failed(e, 0)),
+            }
         }
         let mut ctx = ExecCtx {
             tx,

@@ -120,10 +120,23 @@ pub fn lock_key(scope: &Scope) -> i64 {
     i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-const LOCK_SQL: &str = "select pg_try_advisory_xact_lock($3) from \
-     (select set_config('idle_in_transaction_session_timeout', $1, true), \
-             set_config('statement_timeout', $1, true), \
-             set_config('lock_timeout', $2, true)) as limits";
+/// PostgreSQL: `idem_claim` (migration 0005) takes the lock and then reads the record
+/// in a statement of its own inside one call: a volatile function's statements each take
+/// a fresh snapshot, so the read sees a completion committed just before the lock was
+/// granted. One round trip.
+const CLAIM_SQL_PG: &str = "select locked, fingerprint, response_status, response_body, \
+     location, expires_at, remaining_us from idem_claim($1, $2, $3, $4, $5, $6)";
+
+#[derive(FromRow)]
+struct ClaimRow {
+    locked: bool,
+    fingerprint: Option<String>,
+    response_status: Option<i32>,
+    response_body: Option<Vec<u8>>,
+    location: Option<String>,
+    expires_at: Option<Ts>,
+    remaining_us: Option<i64>,
+}
 
 const LOOKUP_SQL_PG: &str = "select fingerprint, response_status, response_body, location, \
      expires_at, (extract(epoch from expires_at - now()) * 1000000)::bigint as remaining_us \
@@ -138,19 +151,47 @@ const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_b
 /// advisory lock and the lease's limits for this transaction, then the record, read in a
 /// statement of its own.
 pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sqlx::Error> {
-    let locked = match tx {
+    let row = match tx {
         Tx::Postgres(tx) => {
-            sqlx::query_scalar::<_, bool>(LOCK_SQL)
+            sqlx::query_as::<_, ClaimRow>(CLAIM_SQL_PG)
+                .bind(lock_key(scope))
+                .bind(&scope.tenant)
+                .bind(scope.operation)
+                .bind(scope.key.as_str())
                 .bind(millis(lease.lease))
                 .bind(millis(lease.lock_timeout))
-                .bind(lock_key(scope))
                 .fetch_one(tx.exec())
                 .await?
         }
         // The write gate and BEGIN IMMEDIATE already made this the only writer.
-        Tx::Sqlite { .. } => true,
+        Tx::Sqlite { .. } => {
+            return Ok(match lookup(tx, scope).await? {
+                Some(record) => Claim::Completed(record),
+                None => Claim::Claimed,
+            })
+        }
     };
-    Ok(match (lookup(tx, scope).await?, locked) {
+    let locked = row.locked;
+    let record = match row {
+        ClaimRow {
+            fingerprint: Some(fingerprint),
+            response_status: Some(response_status),
+            response_body: Some(response_body),
+            location,
+            expires_at: Some(expires_at),
+            remaining_us: Some(remaining_us),
+            ..
+        } => Some(Record::from(RecordRow {
+            fingerprint,
+            response_status,
+            response_body,
+            location,
+            expires_at,
+            remaining_us,
+        })),
+        _ => None,
+    };
+    Ok(match (record, locked) {
         (Some(record), _) => Claim::Completed(record),
         (None, true) => Claim::Claimed,
         (None, false) => Claim::InFlight,

@@ -44,3 +44,35 @@ begin
     end loop;
     return total;
 end $$;
+
+-- The claim, in one round trip: the lease's limits for the calling transaction, the
+-- scope's transaction-scoped advisory lock (never waiting), then the live record. The
+-- record is read by a statement of its own after the lock: a volatile function takes a
+-- fresh snapshot for each statement, so a completion committed just before the lock
+-- was granted is seen.
+create function idem_claim(
+    lock_key bigint, p_tenant text, p_operation text, p_key text,
+    lease text, lock_wait text)
+returns table (
+    locked boolean, fingerprint text, response_status integer, response_body bytea,
+    location text, expires_at timestamptz, remaining_us bigint)
+language plpgsql volatile as $$
+declare
+    got boolean;
+begin
+    perform set_config('idle_in_transaction_session_timeout', lease, true),
+            set_config('statement_timeout', lease, true),
+            set_config('lock_timeout', lock_wait, true);
+    got := pg_try_advisory_xact_lock(lock_key);
+    return query
+        select got, k.fingerprint, k.response_status, k.response_body, k.location,
+               k.expires_at,
+               (extract(epoch from k.expires_at - now()) * 1000000)::bigint
+        from idempotency_keys k
+        where k.tenant = p_tenant and k.operation = p_operation and k.idem_key = p_key
+          and k.expires_at > now();
+    if not found then
+        return query select got, null::text, null::integer, null::bytea, null::text,
+                            null::timestamptz, null::bigint;
+    end if;
+end $$;
