@@ -22,14 +22,14 @@
 //!   database connection; duplicates of a key executing elsewhere poll with backoff, one
 //!   poller per scope per node (the others wait on it in-process).
 //! - Completed records are immutable until they expire, so they are served from an
-//!   in-memory cache ([`crate::cache`]) without touching the database.
+//!   in-memory cache (`cache.rs`) without touching the database.
 //! - A started write is finished whatever the client does: everything past the replay
 //!   cache runs in a task of its own (tracked, so shutdown can wait for it), and the
 //!   request only waits for its answer. A client that leaves drops the answer, never the
 //!   transaction or the audit row; its retry replays the result. Only waiting (for a
 //!   duplicate in flight) stops when the client leaves, since it holds nothing.
 //! - What each answer costs in telemetry (metrics, log event, audit row) is decided in
-//!   one place, [`crate::observe`].
+//!   one place, `observe.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
