@@ -52,6 +52,8 @@ for n in "$secs" "$rounds" "$conns" "$replay_keys" "$wrk_threads"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive number: $n" >&2; exit 2; }
 done
 [ "$conns" -ge "$wrk_threads" ] || { echo "--connections must be >= --wrk-threads" >&2; exit 2; }
+[ "$key_growth" = none ] || [[ "$key_growth" =~ ^[1-9][0-9]*,[1-9][0-9]*$ ]] \
+    || { echo "--key-growth takes SMALL,LARGE or none" >&2; exit 2; }
 
 say() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -73,6 +75,9 @@ need curl curl
 need jq jq
 case ",$stores," in
     *,postgres,*) need psql postgresql-client; need pgbench postgresql-client ;;
+esac
+case ",$stores," in
+    *,sqlite,*) [ "$key_growth" = none ] || need sqlite3 sqlite3 ;;
 esac
 
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -133,6 +138,14 @@ create_pg_db() { # create_pg_db SUFFIX -> sets $db_url
     psql -q -X "$pg_url" -c "create database $name" >/dev/null || die "could not create $name"
     dbs+=("$name")
     db_url="$(pg_db_url "$name")"
+}
+
+new_db() { # new_db STORE NAME -> sets $db_url: a PostgreSQL database, or a SQLite file
+    if [ "$1" = postgres ]; then
+        create_pg_db "$2"
+    else
+        db_url="sqlite://$tmp/$2.db"
+    fi
 }
 
 free_port() {
@@ -284,13 +297,8 @@ start_ceiling() { # the bare axum server, with a real createCustomer reply as it
 bench_store() { # bench_store sqlite|postgres
     local store="$1" gurl uurl gated gated_pid ungated ungated_pid gtok utok gcompany
     say "$store: starting the server and the ungated server"
-    if [ "$store" = postgres ]; then
-        create_pg_db gated; gurl="$db_url"
-        create_pg_db ungated; uurl="$db_url"
-    else
-        gurl="sqlite://$tmp/gated.db"
-        uurl="sqlite://$tmp/ungated.db"
-    fi
+    new_db "$store" gated; gurl="$db_url"
+    new_db "$store" ungated; uurl="$db_url"
     start_server "$store-gated" "$gurl" "$server_bin" serve
     gated="$addr"; gated_pid="$pid"
     start_server "$store-ungated" "$uurl" "$ungated_bin"
@@ -378,31 +386,40 @@ reap() { # waits for a process started here to end and forgets it
     pids=("${kept[@]}")
 }
 
-bench_key_growth() { # new writes at 10 k vs 1 M stored key records (PostgreSQL)
-    local small="${key_growth%%,*}" large="${key_growth##*,}" surl lurl s l stok ltok
-    say "key growth: $small vs $large stored key records (PostgreSQL)"
-    create_pg_db keys_small; surl="$db_url"
-    create_pg_db keys_large; lurl="$db_url"
-    start_server keys-small "$surl" "$server_bin" serve; s="$addr"; local spid="$pid"
+# prefill STORE DATABASE_URL TENANT N: N completed key records, straight into the database.
+prefill() {
+    if [ "$1" = postgres ]; then
+        psql -q -X -v ON_ERROR_STOP=1 -v tenant="$3" -v n="$4" \
+            -f scripts/bench/prefill-keys.postgres.sql "$2" >/dev/null
+    else
+        sqlite3 -bail -cmd ".timeout 30000" -cmd ".parameter set :tenant \"'$3'\"" \
+            -cmd ".parameter set :n $4" "${2#sqlite://}" <scripts/bench/prefill-keys.sqlite.sql
+    fi
+}
+
+bench_key_growth() { # bench_key_growth STORE: new writes at SMALL vs LARGE stored key records
+    local store="$1" small="${key_growth%%,*}" large="${key_growth##*,}" surl lurl s l stok ltok
+    say "$store key growth: $small vs $large stored key records"
+    new_db "$store" keys_small; surl="$db_url"
+    new_db "$store" keys_large; lurl="$db_url"
+    start_server "$store-keys-small" "$surl" "$server_bin" serve; s="$addr"; local spid="$pid"
     create_company "$s"; stok="$token"
-    psql -q -X -v ON_ERROR_STOP=1 -v tenant="$company" -v n="$small" \
-        -f scripts/bench/prefill-keys.postgres.sql "$surl" >/dev/null
-    start_server keys-large "$lurl" "$server_bin" serve; l="$addr"; local lpid="$pid"
+    prefill "$store" "$surl" "$company" "$small"
+    start_server "$store-keys-large" "$lurl" "$server_bin" serve; l="$addr"; local lpid="$pid"
     create_company "$l"; ltok="$token"
-    say "key growth: filling $large key records"
-    psql -q -X -v ON_ERROR_STOP=1 -v tenant="$company" -v n="$large" \
-        -f scripts/bench/prefill-keys.postgres.sql "$lurl" >/dev/null
+    say "$store key growth: filling $large key records"
+    prefill "$store" "$lurl" "$company" "$large"
     local keep_secs="$secs" r
     secs=2
     wrk_run "$conns" "http://$s/api/customers" "$stok" new "kw-$run_id" - 201
     wrk_run "$conns" "http://$l/api/customers" "$ltok" new "kw-$run_id" - 201
     secs="$keep_secs"
     for ((r = 1; r <= rounds; r++)); do
-        say "key growth: round $r of $rounds"
+        say "$store key growth: round $r of $rounds"
         wrk_run "$conns" "http://$s/api/customers" "$stok" new "ks-${r}_$run_id" - 201
         local srps="$rps"
         wrk_run "$conns" "http://$l/api/customers" "$ltok" new "kl-${r}_$run_id" - 201
-        record postgres "throughput at $conns connections (/s): new write, $small / $large stored keys" "$r" "$srps" "$rps"
+        record "$store" "throughput at $conns connections (/s): new write, $small / $large stored keys" "$r" "$srps" "$rps"
     done
     stop_pid "$spid"
     stop_pid "$lpid"
@@ -434,8 +451,10 @@ for store in "${store_list[@]}"; do
         *) die "unknown store $store (sqlite, postgres)" ;;
     esac
 done
-if [ "$key_growth" != none ] && [[ ",$stores," == *,postgres,* ]]; then
-    bench_key_growth
+if [ "$key_growth" != none ]; then
+    for store in "${store_list[@]}"; do
+        bench_key_growth "$store"
+    done
 fi
 finished="$(date -u '+%H:%M UTC')"
 
