@@ -155,15 +155,23 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
         .context("the mutation registry does not match the router")?;
     let document =
         OpenApiJson::build(&registry).context("failed to serialize the OpenAPI document")?;
+    Ok(with_middleware(
+        api.layer(Extension(document))
+            .fallback(web::not_found)
+            .method_not_allowed_fallback(web::method_not_allowed),
+        state,
+    ))
+}
+
+/// The server's middleware around `routes`, outermost last: request id, deadline, body
+/// time limit, HTTP metrics, the in-flight cap and the panic catcher.
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let deadline = state.config.lease + state.config.max_wait;
     let body_timeout = state.config.limits.body_timeout;
     let slots = Arc::new(Semaphore::new(
         usize::try_from(state.config.limits.max_in_flight).unwrap_or(usize::MAX),
     ));
-    Ok(api
-        .layer(Extension(document))
-        .fallback(web::not_found)
-        .method_not_allowed_fallback(web::method_not_allowed)
+    routes
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
@@ -181,7 +189,7 @@ pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
             request_deadline(deadline, req, next)
         }))
         .layer(middleware::from_fn(idem::http::request_id_layer))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// A handler that panicked: logged with its message, answered with the opaque

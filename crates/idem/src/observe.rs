@@ -38,7 +38,11 @@ pub struct Rejected<'a> {
 }
 
 impl Engine {
-    pub(crate) fn observe<E: OperationError>(
+    /// Records one answered write: the duration histogram and counters, the structured
+    /// log event and, for anything but a new execution (whose row is written in its own
+    /// transaction), the audit row through the queue. The engine calls it for every
+    /// answer; it is public so that its cost can be measured on its own.
+    pub fn observe<E: OperationError>(
         &self,
         req: &WriteRequest,
         result: &Result<WriteReply, WriteError<E>>,

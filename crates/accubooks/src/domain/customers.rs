@@ -27,16 +27,19 @@ pub struct Customer {
 
 const COLUMNS: &str = "id, name, email, created_at";
 
-fn location(id: Uuid) -> String {
+/// Where a customer lives (the `Location` of its 201).
+pub fn location(id: Uuid) -> String {
     format!("/api/customers/{id}")
 }
 
-struct CustomerIn {
+/// A validated createCustomer body.
+pub struct CustomerIn {
     name: String,
     email: Option<String>,
 }
 
-fn parse(body: &Value) -> AppResult<CustomerIn> {
+/// Validates a createCustomer body.
+pub fn parse(body: &Value) -> AppResult<CustomerIn> {
     let mut v = Validator::new();
     let obj = v.object(body, "", &["name", "email"]);
     let (name, email) = match obj {
@@ -96,28 +99,42 @@ impl Operation for CreateCustomer {
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
         let input = parse(&self.body)?;
-        let customer = Customer {
-            id: Id(ctx.id()),
-            name: input.name,
-            email: input.email,
-            created_at: ctx.now(),
-        };
+        let (id, now) = (ctx.id(), ctx.now());
         let fingerprint = ctx.fingerprint().to_owned();
-        on_tx!(ctx.tx(), |c| sqlx::query(
-            "insert into customers (company_id, id, name, email, request_fingerprint, created_at) \
-             values ($1, $2, $3, $4, $5, $6)"
-        )
-        .bind(Id(self.company))
-        .bind(customer.id)
-        .bind(&customer.name)
-        .bind(customer.email.as_deref())
-        .bind(&fingerprint)
-        .bind(customer.created_at)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-        super::created(&customer, Some(location(customer.id.0)))
+        let customer = insert(ctx.tx(), self.company, id, input, now, &fingerprint).await?;
+        super::created(&customer, Some(location(id)))
     }
+}
+
+/// Inserts the customer `id` of `company` (inside a write) and returns it as rendered.
+pub async fn insert(
+    tx: &mut Tx,
+    company: Uuid,
+    id: Uuid,
+    input: CustomerIn,
+    created_at: Ts,
+    fingerprint: &str,
+) -> AppResult<Customer> {
+    let customer = Customer {
+        id: Id(id),
+        name: input.name,
+        email: input.email,
+        created_at,
+    };
+    on_tx!(tx, |c| sqlx::query(
+        "insert into customers (company_id, id, name, email, request_fingerprint, created_at) \
+         values ($1, $2, $3, $4, $5, $6)"
+    )
+    .bind(Id(company))
+    .bind(customer.id)
+    .bind(&customer.name)
+    .bind(customer.email.as_deref())
+    .bind(fingerprint)
+    .bind(customer.created_at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(customer)
 }
 
 /// Handles `POST /api/customers`.
