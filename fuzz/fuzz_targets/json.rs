@@ -1,18 +1,14 @@
-//! The strict JSON parser and the canonicaliser: the canonical form of anything accepted
-//! parses again, is a fixed point and has the same fingerprint.
+//! The strict JSON parser and the canonicaliser: anything accepted has a canonical form,
+//! which is accepted again and is a fixed point.
 #![no_main]
 
-use idem::fingerprint::{canonical, parse_strict, Fingerprint};
+use idem::fingerprint::{canonical, parse_strict};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = parse_strict(data) {
-        let c = canonical(&v);
-        let again = parse_strict(c.as_bytes()).expect("the canonical form parses");
-        assert_eq!(canonical(&again), c);
-        assert_eq!(
-            Fingerprint::compute("POST", "/api/x", &v),
-            Fingerprint::compute("POST", "/api/x", &again)
-        );
+    if parse_strict(data).is_ok() {
+        let c = canonical(data).expect("an accepted body has a canonical form");
+        let again = canonical(c.as_bytes()).expect("the canonical form is accepted");
+        assert_eq!(again, c);
     }
 });

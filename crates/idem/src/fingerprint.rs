@@ -4,11 +4,13 @@
 //! - A body is accepted only if it is valid UTF-8 JSON without duplicate object keys
 //!   (keys compared after unescaping, so `{"a":1,"\u0061":2}` is a duplicate).
 //! - The canonical form sorts object keys, drops insignificant whitespace, writes strings
-//!   with one fixed escaping and numbers by their literal text (`1.0` ≠ `1`).
+//!   with one fixed escaping and numbers by their literal text (`1.0` ≠ `1`). It is read
+//!   from the body's bytes, not from a parsed [`Value`], so it does not depend on how
+//!   serde_json is configured in the program (`arbitrary_precision`, `preserve_order`).
 //! - The fingerprint is SHA-256 over method, lowercased path and canonical body, so two
 //!   requests share a fingerprint exactly when they mean the same write.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -34,11 +36,194 @@ fn describe(e: &serde_json::Error) -> String {
     format!("the request body is not valid JSON: {e}")
 }
 
-/// The canonical text of a JSON value (sorted keys, no whitespace, literal numbers).
-pub fn canonical(value: &Value) -> String {
-    // serde_json's map is a BTreeMap (sorted keys) and, with `arbitrary_precision`,
-    // numbers keep their literal text, so its compact writer is already canonical.
-    value.to_string()
+/// The canonical text of a JSON body (sorted keys, no whitespace, one escaping of
+/// strings, numbers by their literal text). Fails on what [`parse_strict`] refuses.
+pub fn canonical(body: &[u8]) -> Result<String, MalformedJson> {
+    parse_strict(body)?;
+    let mut reader = Reader { b: body, i: 0 };
+    let node = reader.value()?;
+    reader.ws();
+    if reader.i != body.len() {
+        return Err(reader.broken());
+    }
+    let mut out = String::with_capacity(body.len());
+    node.write(&mut out);
+    Ok(out)
+}
+
+/// A JSON document as the canonical form needs it: numbers kept as written.
+enum Node<'a> {
+    Literal(&'a str),
+    Str(String),
+    Arr(Vec<Node<'a>>),
+    Obj(BTreeMap<String, Node<'a>>),
+}
+
+impl Node<'_> {
+    fn write(&self, out: &mut String) {
+        match self {
+            Node::Literal(t) => out.push_str(t),
+            Node::Str(s) => write_str(s, out),
+            Node::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Node::Obj(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_str(k, out);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// serde_json's own string escaping, so the canonical text is what its compact writer
+/// makes of the same string.
+fn write_str(s: &str, out: &mut String) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// A reader over a body that [`parse_strict`] has accepted; it still fails cleanly
+/// (never panics) on anything else.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn broken(&self) -> MalformedJson {
+        MalformedJson(format!(
+            "the request body is not valid JSON at byte {}",
+            self.i
+        ))
+    }
+
+    fn ws(&mut self) {
+        while self.b.get(self.i).is_some_and(|c| b" \t\n\r".contains(c)) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), MalformedJson> {
+        self.ws();
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.broken())
+        }
+    }
+
+    fn value(&mut self) -> Result<Node<'a>, MalformedJson> {
+        self.ws();
+        match self.b.get(self.i).copied() {
+            Some(b'{') => {
+                self.i += 1;
+                let mut members = BTreeMap::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Node::Obj(members));
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.eat(b':')?;
+                    let value = self.value()?;
+                    if members.insert(key, value).is_some() {
+                        return Err(self.broken());
+                    }
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Node::Obj(members));
+                        }
+                        _ => return Err(self.broken()),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Node::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Node::Arr(items));
+                        }
+                        _ => return Err(self.broken()),
+                    }
+                }
+            }
+            Some(b'"') => Ok(Node::Str(self.string()?)),
+            Some(_) => {
+                // A number or `true`/`false`/`null`: its text up to the next delimiter.
+                let start = self.i;
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| !b" \t\n\r,]}:".contains(c))
+                {
+                    self.i += 1;
+                }
+                let text =
+                    std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.broken())?;
+                if text.is_empty() {
+                    return Err(self.broken());
+                }
+                Ok(Node::Literal(text))
+            }
+            None => Err(self.broken()),
+        }
+    }
+
+    /// A string token, unescaped by serde_json.
+    fn string(&mut self) -> Result<String, MalformedJson> {
+        let start = self.i;
+        if self.b.get(self.i) != Some(&b'"') {
+            return Err(self.broken());
+        }
+        self.i += 1;
+        loop {
+            match self.b.get(self.i) {
+                Some(b'\\') => self.i += 2,
+                Some(b'"') => {
+                    self.i += 1;
+                    break;
+                }
+                Some(_) => self.i += 1,
+                None => return Err(self.broken()),
+            }
+        }
+        let raw = self.b.get(start..self.i).ok_or_else(|| self.broken())?;
+        serde_json::from_slice::<String>(raw).map_err(|e| MalformedJson(describe(&e)))
+    }
 }
 
 /// The request fingerprint: SHA-256 over method, lowercased path and canonical body.
@@ -46,14 +231,14 @@ pub fn canonical(value: &Value) -> String {
 pub struct Fingerprint(String);
 
 impl Fingerprint {
-    /// Computes the fingerprint of a request.
-    pub fn compute(method: &str, path: &str, body: &Value) -> Self {
+    /// Computes the fingerprint of a request from its body's [`canonical`] text.
+    pub fn compute(method: &str, path: &str, canonical_body: &str) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(method.to_ascii_uppercase().as_bytes());
         hasher.update(b"\n");
         hasher.update(path.to_ascii_lowercase().as_bytes());
         hasher.update(b"\n");
-        hasher.update(canonical(body).as_bytes());
+        hasher.update(canonical_body.as_bytes());
         Self(hex::encode(hasher.finalize()))
     }
 
@@ -135,7 +320,7 @@ mod tests {
     use super::*;
 
     fn fp(body: &str) -> Fingerprint {
-        Fingerprint::compute("POST", "/api/x", &parse_strict(body.as_bytes()).unwrap())
+        Fingerprint::compute("POST", "/api/x", &canonical(body.as_bytes()).unwrap())
     }
 
     #[test]
@@ -154,7 +339,7 @@ mod tests {
 
     #[test]
     fn method_and_path_case_are_part_of_the_fingerprint_but_path_case_is_folded() {
-        let v = parse_strict(b"{}").unwrap();
+        let v = canonical(b"{}").unwrap();
         assert_eq!(
             Fingerprint::compute("POST", "/api/invoices/ABC/finalize", &v),
             Fingerprint::compute("POST", "/api/invoices/abc/finalize", &v)
@@ -183,17 +368,19 @@ mod tests {
 
     #[test]
     fn canonical_form_is_sorted_and_compact() {
-        let v = parse_strict(br#"{ "b": [1, 2.50], "a": null }"#).unwrap();
-        assert_eq!(canonical(&v), r#"{"a":null,"b":[1,2.50]}"#);
+        let c = canonical(br#"{ "b": [1, 2.50, -0, 1E2], "a": null, "\u00e9\n": "\u0041" }"#);
+        assert_eq!(
+            c.unwrap(),
+            "{\"a\":null,\"b\":[1,2.50,-0,1E2],\"é\\n\":\"A\"}"
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn canonical_form_is_a_fixed_point(s in "[a-z]{0,8}", n in proptest::num::i64::ANY) {
             let body = format!(r#"{{"s":{:?},"n":{}}}"#, s, n);
-            let v = parse_strict(body.as_bytes()).unwrap();
-            let again = parse_strict(canonical(&v).as_bytes()).unwrap();
-            proptest::prop_assert_eq!(canonical(&v), canonical(&again));
+            let c = canonical(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(canonical(c.as_bytes()).unwrap(), c);
         }
     }
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::execute::{Engine, Operation, Rejected, RequestMeta, WriteError, WriteRequest};
-use crate::fingerprint::{parse_strict, Fingerprint};
+use crate::fingerprint::{canonical, parse_strict, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError, Scope};
 use crate::registry::OperationDef;
 
@@ -379,11 +379,11 @@ impl Gate {
                 );
             }
         };
-        let value = if empty_allowed {
-            Value::Object(serde_json::Map::new())
+        let (value, canonical_body) = if empty_allowed {
+            (Value::Object(serde_json::Map::new()), String::from("{}"))
         } else {
-            match parse_strict(&bytes) {
-                Ok(v) => v,
+            match parse_strict(&bytes).and_then(|v| Ok((v, canonical(&bytes)?))) {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     return refuse(
                         Problem::new(StatusCode::BAD_REQUEST, "malformed_json", e.0),
@@ -392,7 +392,7 @@ impl Gate {
                 }
             }
         };
-        let fingerprint = Fingerprint::compute(parts.method.as_str(), &meta.path, &value);
+        let fingerprint = Fingerprint::compute(parts.method.as_str(), &meta.path, &canonical_body);
         let write = WriteRequest {
             op: def,
             scope: Scope::new(writer.tenant.clone(), def.name, key),

@@ -86,16 +86,22 @@ proptest! {
 
     #[test]
     fn the_canonical_form_is_a_fixed_point_and_fingerprints_agree(text in json_text()) {
-        if let Ok(v) = parse_strict(text.as_bytes()) {
-            let c = canonical(&v);
-            let again = parse_strict(c.as_bytes());
+        if parse_strict(text.as_bytes()).is_ok() {
+            let c = canonical(text.as_bytes());
+            prop_assert!(c.is_ok(), "an accepted body has a canonical form: {text}");
+            let c = c.unwrap_or_default();
+            let again = canonical(c.as_bytes());
             prop_assert!(again.is_ok(), "the canonical form parses: {c}");
             let again = again.unwrap_or_default();
-            prop_assert_eq!(&canonical(&again), &c);
+            prop_assert_eq!(&again, &c);
             prop_assert_eq!(
-                Fingerprint::compute("POST", "/api/x", &v),
+                Fingerprint::compute("POST", "/api/x", &c),
                 Fingerprint::compute("POST", "/api/x", &again)
             );
+            // The value a program reads and the canonical text agree.
+            let v: serde_json::Value = serde_json::from_str(&c).unwrap_or_default();
+            let w: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            prop_assert_eq!(v, w);
         }
     }
 
@@ -136,7 +142,9 @@ fn corpus() {
     for (body, ok) in [
         (&br#"{"a":1,"\u0061":2}"#[..], false),
         (br#"{"name":"a\u0000b"}"#, true),
-        (br#"[1e999999999]"#, true),
+        // Beyond what a JSON number can mean to a program here (f64): refused, not
+        // passed on as text.
+        (br#"[1e999999999]"#, false),
         (br#""\ud800""#, false),
         (b"\xef\xbb\xbf{}", false),
         (b"{\"a\":1}\x00", false),
