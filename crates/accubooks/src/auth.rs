@@ -217,19 +217,29 @@ impl AuthCache {
     }
 }
 
+/// Two reads, each answered by one node under Citus: the token (a reference table) and
+/// then its member (by the distribution column). A token without a member is no tenant.
 async fn load_tenant(db: &Db, hash: &str) -> Result<Option<Tenant>, AppError> {
-    let row: Option<(Id, Id, String)> = on_db!(db, |c| sqlx::query_as(
-        "select t.company_id, t.user_id, m.role from api_tokens t \
-         join members m on m.company_id = t.company_id and m.user_id = t.user_id \
-         where t.token_hash = $1"
+    let token: Option<(Id, Id)> = on_db!(db, |c| sqlx::query_as(
+        "select company_id, user_id from api_tokens where token_hash = $1"
     )
     .bind(hash)
     .fetch_optional(c)
     .await)?;
-    Ok(row.and_then(|(c, u, r)| {
+    let Some((company, user)) = token else {
+        return Ok(None);
+    };
+    let role: Option<String> = on_db!(db, |c| sqlx::query_scalar(
+        "select role from members where company_id = $1 and user_id = $2"
+    )
+    .bind(company)
+    .bind(user)
+    .fetch_optional(c)
+    .await)?;
+    Ok(role.and_then(|r| {
         Some(Tenant {
-            company_id: c.0,
-            user_id: u.0,
+            company_id: company.0,
+            user_id: user.0,
             role: Role::parse(&r)?,
         })
     }))
