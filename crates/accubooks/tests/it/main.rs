@@ -20,6 +20,7 @@ mod openapi;
 mod processes;
 mod prometheus;
 mod retention;
+mod scaling;
 mod seed_sql;
 mod startup;
 mod telemetry;
