@@ -22,6 +22,7 @@ use idem::{on_db, Db, Id, Problem};
 use moka::future::Cache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -158,6 +159,12 @@ pub fn operator_token_weakness(token: &str) -> Option<String> {
     None
 }
 
+/// Whether two secrets (or their hashes) are equal, in time that depends only on their
+/// lengths.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
 /// SHA-256 hex of a token.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -286,17 +293,7 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts).ok_or(AppError::Unauthenticated)?;
-        let presented = hash_token(token);
-        let expected = state.operator_hash.as_bytes();
-        // Constant-time comparison of the two hashes.
-        let same = presented.len() == expected.len()
-            && presented
-                .as_bytes()
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if same_secret(&hash_token(token), &state.operator_hash) {
             Ok(Operator)
         } else {
             Err(AppError::Unauthenticated)
@@ -333,7 +330,7 @@ pub async fn operator_token_hash(
     }
     // Another node may have won the race: only the stored token is valid.
     let winner = stored_operator_hash(db).await?.unwrap_or_default();
-    if winner == hash {
+    if same_secret(&winner, &hash) {
         Ok((hash, Some(token)))
     } else {
         Ok((winner, None))
@@ -363,6 +360,15 @@ mod tests {
             user_id: Uuid::now_v7(),
             role: Role::Accountant,
         }
+    }
+
+    #[test]
+    fn secrets_are_the_same_only_byte_for_byte() {
+        let hash = hash_token("acbop_a");
+        assert!(same_secret(&hash, &hash_token("acbop_a")));
+        assert!(!same_secret(&hash, &hash_token("acbop_b")));
+        assert!(!same_secret(&hash, &hash[..63]));
+        assert!(!same_secret(&hash, ""));
     }
 
     #[tokio::test]
