@@ -119,7 +119,7 @@ impl Tenant {
 /// Generates a token with `prefix`.
 pub fn generate_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     format!(
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
