@@ -11,22 +11,22 @@
 //! - A token's role is cached for at most one second, so role changes reach every node
 //!   within a second.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use base64::Engine as _;
 use http::request::Parts;
-use parking_lot::Mutex;
+use idem::http::store_error;
+use idem::{on_db, Db, Id, Problem};
+use moka::future::Cache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use idem::{on_db, Db, Id};
 
 /// Company token prefix.
 pub const COMPANY_TOKEN_PREFIX: &str = "acb_";
@@ -119,7 +119,7 @@ impl Tenant {
 /// Generates a token with `prefix`.
 pub fn generate_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     format!(
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -159,6 +159,12 @@ pub fn operator_token_weakness(token: &str) -> Option<String> {
     None
 }
 
+/// Whether two secrets (or their hashes) are equal, in time that depends only on their
+/// lengths.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
 /// SHA-256 hex of a token.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -177,59 +183,86 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Longest a token's answer is reused: role changes reach every node within it.
 const CACHE_TTL: Duration = Duration::from_secs(1);
-const CACHE_MAX: usize = 50_000;
+/// Most tokens cached at once. Every entry has the same size (a 64-character hash and a
+/// tenant), so counting entries bounds the memory as a weigher would.
+const CACHE_MAX: u64 = 50_000;
 
-/// Token → tenant, cached for at most a second. Lookups are single-flight: while one
-/// request reads a token from the database, concurrent requests with the same token wait
-/// for its answer instead of taking connections of their own (a duplicate storm costs one
-/// query per token per second).
-#[derive(Debug, Default)]
+/// Token → tenant (or "no such token"), cached for at most [`CACHE_TTL`], at most
+/// [`CACHE_MAX`] tokens. Loads are single-flight: while one request reads a token from
+/// the database, concurrent requests with the same token wait for its answer instead of
+/// taking connections of their own (a duplicate storm costs one query per token per
+/// second). A failed read is not cached: its waiters get its error, the next request
+/// reads again.
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, (SharedLookup, Instant)>>,
+    tenants: Cache<String, Option<Tenant>>,
 }
 
-/// One token lookup, shared by every request that needs it meanwhile.
-type SharedLookup = Arc<OnceCell<Option<Tenant>>>;
+impl Default for AuthCache {
+    fn default() -> Self {
+        Self {
+            tenants: Cache::builder()
+                .max_capacity(CACHE_MAX)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("entries", &self.tenants.entry_count())
+            .finish()
+    }
+}
 
 impl AuthCache {
     async fn lookup(&self, db: &Db, token: &str) -> Result<Option<Tenant>, AppError> {
         let hash = hash_token(token);
-        let cell = {
-            let mut entries = self.entries.lock();
-            match entries.get(&hash) {
-                Some((cell, at)) if at.elapsed() < CACHE_TTL => cell.clone(),
-                _ => {
-                    if entries.len() >= CACHE_MAX {
-                        entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-                        if entries.len() >= CACHE_MAX {
-                            entries.clear();
-                        }
-                    }
-                    let cell = Arc::new(OnceCell::new());
-                    entries.insert(hash.clone(), (cell.clone(), Instant::now()));
-                    cell
-                }
-            }
-        };
-        let tenant = cell.get_or_try_init(|| load_tenant(db, &hash)).await?;
-        Ok(tenant.clone())
+        let load = load_tenant(db, hash.clone());
+        self.get_or_load(hash, async move { load.await.map_err(|e| store_error(&e)) })
+            .await
+    }
+
+    /// The cached answer for `hash`, or the answer of `load`, shared with every
+    /// concurrent caller for the same hash.
+    async fn get_or_load(
+        &self,
+        hash: String,
+        load: impl Future<Output = Result<Option<Tenant>, Problem>>,
+    ) -> Result<Option<Tenant>, AppError> {
+        self.tenants
+            .try_get_with(hash, load)
+            .await
+            .map_err(|problem| AppError::Problem(Problem::clone(&problem)))
     }
 }
 
-async fn load_tenant(db: &Db, hash: &str) -> Result<Option<Tenant>, AppError> {
-    let row: Option<(Id, Id, String)> = on_db!(db, |c| sqlx::query_as(
-        "select t.company_id, t.user_id, m.role from api_tokens t \
-         join members m on m.company_id = t.company_id and m.user_id = t.user_id \
-         where t.token_hash = $1"
+/// Two reads, each answered by one node under Citus: the token (a reference table) and
+/// then its member (by the distribution column). A token without a member is no tenant.
+async fn load_tenant(db: &Db, hash: String) -> Result<Option<Tenant>, sqlx::Error> {
+    let token: Option<(Id, Id)> = on_db!(db, |c| sqlx::query_as(
+        "select company_id, user_id from api_tokens where token_hash = $1"
     )
-    .bind(hash)
+    .bind(&hash)
     .fetch_optional(c)
     .await)?;
-    Ok(row.and_then(|(c, u, r)| {
+    let Some((company, user)) = token else {
+        return Ok(None);
+    };
+    let role: Option<String> = on_db!(db, |c| sqlx::query_scalar(
+        "select role from members where company_id = $1 and user_id = $2"
+    )
+    .bind(company)
+    .bind(user)
+    .fetch_optional(c)
+    .await)?;
+    Ok(role.and_then(|r| {
         Some(Tenant {
-            company_id: c.0,
-            user_id: u.0,
+            company_id: company.0,
+            user_id: user.0,
             role: Role::parse(&r)?,
         })
     }))
@@ -260,17 +293,7 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts).ok_or(AppError::Unauthenticated)?;
-        let presented = hash_token(token);
-        let expected = state.operator_hash.as_bytes();
-        // Constant-time comparison of the two hashes.
-        let same = presented.len() == expected.len()
-            && presented
-                .as_bytes()
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if same_secret(&hash_token(token), &state.operator_hash) {
             Ok(Operator)
         } else {
             Err(AppError::Unauthenticated)
@@ -307,7 +330,7 @@ pub async fn operator_token_hash(
     }
     // Another node may have won the race: only the stored token is valid.
     let winner = stored_operator_hash(db).await?.unwrap_or_default();
-    if winner == hash {
+    if same_secret(&winner, &hash) {
         Ok((hash, Some(token)))
     } else {
         Ok((winner, None))
@@ -324,7 +347,84 @@ async fn stored_operator_hash(db: &Db) -> Result<Option<String>, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::StatusCode;
+    use tokio::sync::Barrier;
+
     use super::*;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            company_id: Uuid::new_v4(),
+            user_id: Uuid::now_v7(),
+            role: Role::Accountant,
+        }
+    }
+
+    #[test]
+    fn secrets_are_the_same_only_byte_for_byte() {
+        let hash = hash_token("acbop_a");
+        assert!(same_secret(&hash, &hash_token("acbop_a")));
+        assert!(!same_secret(&hash, &hash_token("acbop_b")));
+        assert!(!same_secret(&hash, &hash[..63]));
+        assert!(!same_secret(&hash, ""));
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_token_load_it_once() {
+        // Arrange
+        let cache = AuthCache::default();
+        let expected = tenant();
+        let loads = AtomicUsize::new(0);
+        let barrier = Barrier::new(32);
+
+        // Act
+        let answers = futures::future::join_all((0..32).map(|_| async {
+            barrier.wait().await;
+            cache
+                .get_or_load("hash".to_owned(), async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Some(expected.clone()))
+                })
+                .await
+        }))
+        .await;
+
+        // Assert
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        for answer in answers {
+            let got = answer.ok().flatten().map(|t| t.company_id);
+            assert_eq!(got, Some(expected.company_id));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_reaches_its_caller_and_is_not_cached() {
+        // Arrange
+        let cache = AuthCache::default();
+        let unavailable = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "down",
+        );
+
+        // Act
+        let failed = cache
+            .get_or_load("hash".to_owned(), async { Err(unavailable) })
+            .await;
+        let retried = cache
+            .get_or_load("hash".to_owned(), async { Ok(None) })
+            .await;
+
+        // Assert
+        match failed {
+            Err(AppError::Problem(p)) => assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE),
+            other => panic!("expected the load's problem, got {other:?}"),
+        }
+        assert!(matches!(retried, Ok(None)));
+    }
 
     #[test]
     fn generated_tokens_have_the_company_token_shape_and_nothing_else_does() {

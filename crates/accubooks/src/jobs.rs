@@ -21,7 +21,7 @@ pub fn parse_schedule(s: &str) -> Result<Cron, String> {
     if s.split_whitespace().count() != 5 {
         return Err("expected 5 fields: minute hour day-of-month month day-of-week".into());
     }
-    Cron::new(s).parse().map_err(|e| e.to_string())
+    s.parse::<Cron>().map_err(|e| e.to_string())
 }
 
 /// The prune job's last known state.

@@ -350,7 +350,7 @@ fn jobs(plan: Vec<(&'static str, usize)>, tenants: &[Tenant], ratio: f64) -> Vec
         .collect();
     let wanted = ((originals.len() as f64) * ratio / (1.0 - ratio)).round() as usize;
     let mut dup_of: Vec<usize> = (0..originals.len()).collect();
-    dup_of.shuffle(&mut rand::thread_rng());
+    dup_of.shuffle(&mut rand::rng());
     dup_of.truncate(wanted.min(originals.len()));
     let mut dups: HashMap<usize, usize> = HashMap::new();
     for i in dup_of {

@@ -14,7 +14,7 @@ pub const HEADER: &str = "AccuBooks-Signature";
 /// A fresh signing secret: `whsec_` + 32 random bytes, base64url.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     format!(
         "whsec_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -280,7 +280,7 @@ impl Worker {
             .backoff
             .saturating_mul(1 << exp)
             .min(Duration::from_secs(3600));
-        full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
     async fn action(&self, inst: &Claimed) -> Result<Option<Action>, sqlx::Error> {

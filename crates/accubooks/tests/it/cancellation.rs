@@ -39,12 +39,12 @@ async fn abandon_one(addr: std::net::SocketAddr, token: &str, key: &str, how: Ab
     let req = raw_request(token, key, &body);
     let head_len = req.len() - body.len();
     let (upto, linger_ms) = {
-        let mut rng = rand::thread_rng();
+        let mut rng = rand::rng();
         match how {
-            Abandon::MidHeaders => (rng.gen_range(1..head_len), 0),
-            Abandon::MidBody => (rng.gen_range(head_len..req.len()), 0),
+            Abandon::MidHeaders => (rng.random_range(1..head_len), 0),
+            Abandon::MidBody => (rng.random_range(head_len..req.len()), 0),
             Abandon::AfterRequest => (req.len(), 0),
-            Abandon::WhileWaiting => (req.len(), rng.gen_range(0..20u64)),
+            Abandon::WhileWaiting => (req.len(), rng.random_range(0..20u64)),
         }
     };
     if s.write_all(&req[..upto]).await.is_err() {

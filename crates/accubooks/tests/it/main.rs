@@ -21,6 +21,7 @@ mod pgbouncer;
 mod processes;
 mod prometheus;
 mod retention;
+mod scaling;
 mod seed_sql;
 mod startup;
 mod telemetry;
