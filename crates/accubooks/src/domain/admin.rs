@@ -16,19 +16,25 @@ use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{json_body, IdPath};
 
-#[derive(Serialize)]
-struct CompanyCreated {
+/// A new company with its first admin and token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CompanyCreated {
     company_id: Id,
     user_id: Id,
     email: String,
+    /// Always `admin`.
     role: &'static str,
+    /// Bearer token for `/api/`; shown once.
     api_token: String,
 }
 
-#[derive(Serialize)]
-struct TokenIssued {
+/// A new company token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenIssued {
+    /// Bearer token for `/api/`; shown once.
     api_token: String,
     user_id: Id,
+    #[schema(schema_with = crate::domain::members::role_schema)]
     role: String,
 }
 

@@ -36,14 +36,17 @@ struct TransactionRow {
 }
 
 /// A bank transaction, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BankTransaction {
     id: Id,
     amount: Money,
+    #[schema(format = Date)]
     posted_on: String,
     description: String,
     reconciled: bool,
+    #[schema(required = true)]
     payment_id: Option<Id>,
+    #[schema(required = true)]
     reconciled_at: Option<Ts>,
     created_at: Ts,
 }

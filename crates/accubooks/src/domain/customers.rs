@@ -17,10 +17,11 @@ use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
 
 /// A customer, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Customer {
     id: Id,
     name: String,
+    #[schema(required = true)]
     email: Option<String>,
     created_at: Ts,
 }

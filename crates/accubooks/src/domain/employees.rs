@@ -29,14 +29,26 @@ struct EmployeeRow {
     created_at: Ts,
 }
 
+const PAY_TYPES: &[&str] = &["salary", "hourly"];
+
+fn pay_type_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(PAY_TYPES)
+}
+
 /// An employee, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Employee {
     id: Id,
     name: String,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(schema_with = pay_type_schema)]
     pay_type: String,
+    /// Set for `salary`, else null.
+    #[schema(required = true)]
     annual_salary: Option<Money>,
+    /// Set for `hourly`, else null.
+    #[schema(required = true)]
     hourly_rate: Option<Money>,
     active: bool,
     created_at: Ts,
@@ -83,7 +95,7 @@ fn parse(body: &Value) -> AppResult<EmployeeIn> {
     };
     let name = v.text(o, "", "name", NAME_MAX, true);
     let email = v.email(o, "", "email", false);
-    let pay_type = v.one_of(o, "", "pay_type", &["salary", "hourly"], true);
+    let pay_type = v.one_of(o, "", "pay_type", PAY_TYPES, true);
     let (mut annual_salary, mut hourly_rate) = (None, None);
     match pay_type {
         Some("salary") => {

@@ -32,7 +32,8 @@ pub const SKU_MAX: usize = 64;
 pub const QUANTITY_MAX: i64 = 1_000_000_000_000;
 
 /// An inventory item, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = InventoryItem)]
 pub struct Item {
     id: Id,
     sku: String,
@@ -48,7 +49,8 @@ fn location(id: Uuid) -> String {
 }
 
 /// One recorded adjustment.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = InventoryAdjustment)]
 struct Adjustment {
     id: Id,
     delta: i64,
@@ -57,8 +59,9 @@ struct Adjustment {
 }
 
 /// The 201 body of `adjustInventory`.
-#[derive(Debug, Serialize)]
-struct AdjustmentOut {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = InventoryAdjustmentResult)]
+pub struct AdjustmentOut {
     item_id: Id,
     quantity: i64,
     adjustment: Adjustment,

@@ -26,6 +26,12 @@ mod finalize;
 pub use create::create_invoice;
 pub use finalize::finalize_invoice;
 
+const STATUSES: &[&str] = &["draft", "open", "paid"];
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(STATUSES)
+}
+
 /// An invoice row (without its line items).
 #[derive(Debug, Clone, FromRow)]
 pub struct InvoiceRow {
@@ -68,7 +74,7 @@ struct LineRow {
 }
 
 /// A line item, as rendered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineItem {
     id: Id,
     description: String,
@@ -90,13 +96,17 @@ impl From<LineRow> for LineItem {
 }
 
 /// An invoice, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
     id: Id,
     customer_id: Id,
     currency: String,
+    #[schema(format = Date)]
     due_date: String,
+    #[schema(schema_with = status_schema)]
     status: String,
+    /// `invoice_prefix` + at least six digits (`INV-000001`); null until finalized.
+    #[schema(required = true)]
     number: Option<String>,
     line_items: Vec<LineItem>,
     total: Money,
@@ -124,9 +134,10 @@ impl Invoice {
 }
 
 /// The invoice embedded in payments and refunds: `{id, status, amount_paid, balance_due}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceSummary {
     id: Id,
+    #[schema(schema_with = status_schema)]
     status: String,
     amount_paid: Money,
     balance_due: Money,
@@ -273,7 +284,7 @@ pub async fn list_invoices(
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["status"])?;
-    let status = q.enum_filter("status", &["draft", "open", "paid"])?;
+    let status = q.enum_filter("status", STATUSES)?;
     let rows: Vec<InvoiceRow> = super::list_rows(
         &state.db,
         COLUMNS,

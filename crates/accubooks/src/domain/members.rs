@@ -20,13 +20,14 @@ use crate::validate::Validator;
 use crate::web::{ok_json, page, IdPath, ListQuery};
 
 /// A member, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Member {
     /// The user.
     pub user_id: Id,
     /// Email as first granted.
     pub email: String,
     /// Current role.
+    #[schema(schema_with = role_schema)]
     pub role: String,
     /// When access was first granted.
     pub created_at: Ts,
@@ -93,6 +94,11 @@ pub async fn insert(
     })
 }
 
+/// The schema of a role string.
+pub fn role_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(Role::NAMES)
+}
+
 async fn admin_count(tx: &mut Tx, company: Uuid) -> AppResult<i64> {
     Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "select count(*) from members where company_id = $1 and role = 'admin'"
@@ -112,7 +118,7 @@ fn parse(body: &Value) -> AppResult<GrantIn> {
     let (email, role) = match v.object(body, "", &["email", "role"]) {
         Some(o) => (
             v.email(o, "", "email", true),
-            v.one_of(o, "", "role", &["admin", "accountant", "viewer"], true),
+            v.one_of(o, "", "role", Role::NAMES, true),
         ),
         None => (None, None),
     };

@@ -24,6 +24,10 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 
 const METHODS: &[&str] = &["card", "bank_transfer", "cash", "check"];
 
+fn method_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(METHODS)
+}
+
 #[derive(Debug, Clone, FromRow)]
 struct PaymentRow {
     id: Id,
@@ -39,13 +43,16 @@ struct PaymentRow {
 }
 
 /// A payment, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     id: Id,
     invoice_id: Id,
     amount: Money,
+    /// The sum of the payment's refunds so far.
     amount_refunded: Money,
+    #[schema(schema_with = method_schema)]
     method: String,
+    #[schema(format = Date)]
     received_on: String,
     created_at: Ts,
     invoice: InvoiceSummary,

@@ -48,7 +48,7 @@ struct StubRow {
 }
 
 /// A pay stub, as rendered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stub {
     id: Id,
     employee_id: Id,
@@ -56,11 +56,14 @@ pub struct Stub {
 }
 
 /// A payroll run, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PayrollRun {
     id: Id,
+    #[schema(format = Date)]
     period_start: String,
+    #[schema(format = Date)]
     period_end: String,
+    #[schema(format = Date)]
     pay_date: String,
     stubs: Vec<Stub>,
     total_gross: Money,

@@ -36,7 +36,7 @@ struct RefundRow {
 }
 
 /// A refund, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refund {
     id: Id,
     payment_id: Id,

@@ -16,7 +16,7 @@ use crate::validate::{Validator, NAME_MAX};
 use crate::web::ok_json;
 
 /// The settings of a company.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Settings {
     /// Name shown on documents.
     pub display_name: String,
@@ -31,7 +31,8 @@ pub struct Settings {
 }
 
 /// `{settings, version}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SettingsVersion)]
 pub struct SettingsOut {
     settings: Settings,
     version: i64,

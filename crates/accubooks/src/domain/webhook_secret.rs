@@ -23,7 +23,8 @@ use crate::web::ok_json;
 use crate::workflows::signature;
 
 /// The secret as the endpoints render it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = WebhookSecret)]
 pub struct Secret {
     secret: String,
     version: i32,

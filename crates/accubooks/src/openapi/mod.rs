@@ -49,11 +49,25 @@ impl OpenApiJson {
     pub fn build(registry: &Registry) -> Result<Self, serde_json::Error> {
         document(registry).to_json().map(|s| Self(Bytes::from(s)))
     }
+
+    /// The serialized document, as served.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// The document for `registry` as JSON (for checks such as `accubooks contract verify`).
 pub fn document_json(registry: &Registry) -> Result<serde_json::Value, serde_json::Error> {
     serde_json::to_value(document(registry))
+}
+
+/// A string schema admitting exactly `values` (for `#[schema(schema_with = …)]` on the
+/// string fields that hold one of a fixed set).
+pub fn one_of(values: &[&str]) -> utoipa::openapi::Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
 }
 
 /// Handles `GET /openapi.json`.

@@ -10,7 +10,7 @@ use utoipa::openapi::{
 };
 
 use super::responses::{json, path_id, problem, request_id_param, server_errors, unauthenticated};
-use super::schemas::{email, enumeration, id, int, or_null, r, string, text, Obj, NAME, ROLES};
+use super::schemas::{email, enumeration, or_null, r, string, text, Obj, NAME};
 
 fn operator() -> SecurityRequirement {
     SecurityRequirement::new("operator", Vec::<String>::new())
@@ -200,31 +200,6 @@ pub(super) fn public_paths(paths: PathsBuilder) -> PathsBuilder {
 
 /// Component schemas of the operator surface.
 pub(super) fn schemas(c: ComponentsBuilder) -> ComponentsBuilder {
-    let idem_stats = Obj::new("Idempotency store statistics (null when unavailable).")
-        .req("status", enumeration(&["ok", "degraded", "error"]))
-        .req("total_keys", or_null(int(Some(0), None), Type::Integer))
-        .req(
-            "expired_pending",
-            or_null(int(Some(0), None), Type::Integer),
-        )
-        .req(
-            "pending_requests",
-            or_null(int(Some(0), None), Type::Integer),
-        )
-        .req(
-            "oldest_pending_age_minutes",
-            or_null(ObjectBuilder::new(), Type::Number),
-        )
-        .req(
-            "oldest_expired_age_hours",
-            or_null(ObjectBuilder::new(), Type::Number),
-        )
-        .build();
-    let component = |d: &str| {
-        Obj::new(d)
-            .req("status", enumeration(&["ok", "degraded", "error"]))
-            .build()
-    };
     c.schema(
         "CompanyIn",
         Obj::new("Body of `POST /admin/companies`.")
@@ -234,60 +209,10 @@ pub(super) fn schemas(c: ComponentsBuilder) -> ComponentsBuilder {
             .build(),
     )
     .schema(
-        "CompanyCreated",
-        Obj::new("A new company with its first admin and token.")
-            .req("company_id", id())
-            .req("user_id", id())
-            .req("email", email())
-            .req("role", enumeration(&["admin"]))
-            .req("api_token", string("bearer token for `/api/`; shown once"))
-            .build(),
-    )
-    .schema(
         "TokenIn",
         Obj::new("Body of `POST /admin/companies/{company_id}/tokens`.")
             .req("email", email())
             .closed()
-            .build(),
-    )
-    .schema(
-        "TokenIssued",
-        Obj::new("A new company token.")
-            .req("api_token", string("bearer token for `/api/`; shown once"))
-            .req("user_id", id())
-            .req("role", enumeration(ROLES))
-            .build(),
-    )
-    .schema(
-        "Status",
-        Obj::new("Liveness or readiness.")
-            .req("status", enumeration(&["ok", "error"]))
-            .build(),
-    )
-    .schema(
-        "SystemHealth",
-        Obj::new("Overall status is the worst of the components.")
-            .req("status", enumeration(&["ok", "degraded", "error"]))
-            .req(
-                "components",
-                Obj::new("Per component.")
-                    .req(
-                        "database",
-                        component(
-                            "Whether a write can start (`writable`), probe latency and pool.",
-                        ),
-                    )
-                    .req("idempotency", idem_stats)
-                    .req(
-                        "prune_job",
-                        component("The scheduled prune of expired records."),
-                    )
-                    .req(
-                        "audit_log",
-                        component("The audit queue (`degraded` once rows were dropped)."),
-                    )
-                    .build(),
-            )
             .build(),
     )
 }

@@ -18,8 +18,6 @@ pub(super) type S = RefOr<Schema>;
 
 /// The money pattern of API.md.
 pub(super) const MONEY_PATTERN: &str = r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$";
-const TIMESTAMP_PATTERN: &str =
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$";
 const UUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -80,14 +78,6 @@ pub(super) fn id() -> ObjectBuilder {
     typed(Type::String)
         .format(Some(SchemaFormat::Custom("uuid".to_owned())))
         .pattern(Some(UUID_PATTERN))
-}
-
-/// A timestamp `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub(super) fn timestamp() -> ObjectBuilder {
-    typed(Type::String)
-        .format(Some(SchemaFormat::Custom("date-time".to_owned())))
-        .pattern(Some(TIMESTAMP_PATTERN))
-        .examples(["2026-01-31T09:30:00.123456Z"])
 }
 
 /// A date `YYYY-MM-DD`.

@@ -43,8 +43,24 @@ struct InstanceRow {
     notification_created_at: Option<Ts>,
 }
 
+fn entity_type_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&[
+        "invoice",
+        "invoice_finalization",
+        "payment",
+        "refund",
+        "payroll_run",
+        "inventory_adjustment",
+        "manual",
+    ])
+}
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&["pending", "running", "delivered", "failed"])
+}
+
 /// The notification a `notify` instance wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 struct Notification {
     id: Id,
     target: String,
@@ -52,20 +68,32 @@ struct Notification {
 }
 
 /// A workflow instance, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowInstance)]
 pub struct Instance {
     id: Id,
     workflow_id: Id,
+    #[schema(schema_with = entity_type_schema)]
     trigger_entity_type: String,
+    /// The entity whose event created the instance; null for a manual trigger.
+    #[schema(required = true, value_type = Option<Id>)]
     trigger_entity_id: Option<String>,
+    /// The trigger's `input` (manual) or the event's entity; `null` when none.
     input: Value,
+    #[schema(schema_with = status_schema)]
     status: String,
+    #[schema(minimum = 0)]
     attempts: i32,
+    #[schema(required = true)]
     last_error: Option<String>,
+    #[schema(required = true)]
     next_attempt_at: Option<Ts>,
     created_at: Ts,
     updated_at: Ts,
+    #[schema(required = true)]
     completed_at: Option<Ts>,
+    /// What a `notify` instance recorded; null otherwise.
+    #[schema(required = true)]
     notification: Option<Notification>,
 }
 

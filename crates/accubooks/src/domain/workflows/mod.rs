@@ -45,6 +45,10 @@ pub const TRIGGERS: &[&str] = &[
     "manual",
 ];
 
+fn trigger_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(TRIGGERS)
+}
+
 /// Longest webhook URL.
 pub const URL_MAX: usize = 2048;
 
@@ -61,7 +65,8 @@ struct WorkflowRow {
 }
 
 /// What a workflow does.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowAction)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Action {
     Notify { target: String },
@@ -69,10 +74,11 @@ enum Action {
 }
 
 /// A workflow, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Workflow {
     id: Id,
     name: String,
+    #[schema(schema_with = trigger_schema)]
     trigger: String,
     action: Action,
     active: bool,
