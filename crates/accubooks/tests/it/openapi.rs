@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the document declares every registered operation with its
 //! idempotency contract, and the reads, operator and health routes.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp};
@@ -157,7 +157,50 @@ async fn reads_admin_and_health_routes_are_documented(backend: Backend) {
     assert_eq!(health["security"], serde_json::json!([{}]));
 }
 
+async fn a_body_that_drifts_from_the_served_schema_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let company = app.create_company("Drift").await;
+    let created = app
+        .post(
+            "/api/customers",
+            &company.token,
+            "k1",
+            &json!({"name": "Ada"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let spec = app.spec().await;
+    let check =
+        |body: &Value| spec.check("POST", "/api/customers", 201, body.to_string().as_bytes());
+    assert_eq!(check(&created.json()), Ok(()));
+
+    let mut extra = created.json();
+    extra["amount_refunded"] = json!("0.00");
+    let mut missing = created.json();
+    missing.as_object_mut().map(|o| o.remove("created_at"));
+    let mut mistyped = created.json();
+    mistyped["email"] = json!(5);
+    let mut bad_id = created.json();
+    bad_id["id"] = json!("not-a-uuid");
+
+    for (body, needle) in [
+        (extra, "amount_refunded"),
+        (missing, "created_at"),
+        (mistyped, "/email"),
+        (bad_id, "/id"),
+    ] {
+        let refused = check(&body).expect_err(needle);
+        assert!(refused.contains("createCustomer"), "{refused}");
+        assert!(refused.contains(needle), "{refused}");
+    }
+    let undocumented = spec.check("GET", "/api/nowhere", 200, b"{}");
+    assert!(undocumented.is_err_and(|e| e.contains("no such operation")));
+    let wrong_status = spec.check("POST", "/api/customers", 204, b"");
+    assert!(wrong_status.is_err_and(|e| e.contains("not a documented response")));
+}
+
 backend_tests!(
+    a_body_that_drifts_from_the_served_schema_is_refused,
     the_document_is_served_without_a_token_as_openapi_3_json,
     every_registered_operation_declares_its_idempotency_contract,
     creates_declare_their_location_and_money_is_a_decimal_string,
