@@ -1,5 +1,6 @@
 //! `accubooks contract verify`: the registry, the OpenAPI document and docs/CONTRACT.md
-//! name the same operations with the same type, method and route.
+//! name the same operations with the same type, method and route. `accubooks contract
+//! openapi` prints the document the server serves.
 //!
 //! The router is checked against the registry at every start (`MutationRouter::finish`
 //! refuses to build a router that differs), so this command covers the two descriptions
@@ -75,6 +76,18 @@ pub fn verify(doc: &Path, json: bool) -> ExitCode {
     let summary =
         json!({"operations": registered.len(), "findings": r.findings(), "rows": r.rows_json()});
     r.with_json(summary).print(json)
+}
+
+/// Prints the OpenAPI document of the registry the server mounts, byte for byte as
+/// `GET /openapi.json` serves it.
+pub fn print_openapi() -> ExitCode {
+    match crate::openapi::OpenApiJson::build(&crate::ops::registry()) {
+        Ok(doc) => {
+            println!("{}", String::from_utf8_lossy(doc.bytes()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("the OpenAPI document does not serialize: {e}")),
+    }
 }
 
 fn openapi_problem(doc: &Value, name: &str, method: &str, route: &str) -> Option<String> {
