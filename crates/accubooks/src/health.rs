@@ -35,6 +35,15 @@ const OK: Status = Status {
 };
 
 /// Handles `GET /healthz`: the process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "Health",
+    summary = "The process is alive",
+    security(()),
+    responses((status = 200, description = "Alive.", body = Status))
+)]
 pub async fn healthz() -> Response {
     ok_json(&OK)
 }
@@ -44,6 +53,18 @@ const WRITE_PROBE: Duration = Duration::from_secs(2);
 
 /// Handles `GET /readyz`: the database answers and a write can start (on SQLite: the
 /// writer slot and the file's write lock can be had).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "Health",
+    summary = "A write can start (the database answers; on SQLite the writer slot and write lock are free)",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Status),
+        (status = 503, description = "A write cannot start within 2 s.", body = Status)
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.db.check_writable(WRITE_PROBE).await {
         Ok(()) => ok_json(&OK),
@@ -64,6 +85,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Handles `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
 /// else the Prometheus text format 0.0.4.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "Health",
+    summary = "Prometheus metrics",
+    security(()),
+    responses((
+        status = 200,
+        description = "OpenMetrics when the Accept header asks for it, else Prometheus text format 0.0.4 (idempotent_writes_total, idempotency_keys_total, pool, HTTP and audit-queue series…).",
+        content((String = "application/openmetrics-text"), (String = "text/plain"))
+    ))
+)]
 pub async fn metrics(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
     state.http_metrics.publish_pool(&state.db);
     let mut body = String::new();
@@ -197,6 +231,15 @@ struct AuditHealth {
 }
 
 /// Handles `GET /admin/system/health`.
+#[utoipa::path(
+    get,
+    path = "/admin/system/health",
+    operation_id = "getSystemHealth",
+    tag = "Operator",
+    summary = "System health: database, idempotency store, prune job, audit log",
+    security(("operator" = [])),
+    responses((status = 200, description = "Component health; idempotency is `error` when expired_pending > 1000 or the oldest expired record is older than 48 h, `degraded` when expired_pending > 100 or the oldest pending claim is older than 30 min.", body = SystemHealth))
+)]
 pub async fn system_health(_: Operator, State(state): State<AppState>) -> AppResult<Response> {
     let started = std::time::Instant::now();
     let db_ok = state.db.check_writable(WRITE_PROBE).await.is_ok();

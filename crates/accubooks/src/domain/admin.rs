@@ -71,6 +71,21 @@ async fn insert_token(tx: &mut idem::Tx, company: Uuid, user: Uuid, now: Ts) -> 
 }
 
 /// Handles `POST /admin/companies`.
+#[utoipa::path(
+    post,
+    path = "/admin/companies",
+    operation_id = "createCompany",
+    tag = "Operator",
+    summary = "Create a company and its first admin",
+    description = "Exempt from the idempotency gate (an operator bootstrap action): a retry creates another company. The first admin is `owner@<company_id>` unless `email` is given; the settings start at version 1.",
+    security(("operator" = [])),
+    request_body = ref("#/components/schemas/CompanyIn"),
+    responses((
+        status = 201,
+        description = "The company, its admin and a company token.",
+        body = CompanyCreated
+    ))
+)]
 pub async fn create_company(
     _: Operator,
     State(state): State<AppState>,
@@ -116,6 +131,24 @@ pub async fn create_company(
 }
 
 /// Handles `POST /admin/companies/{company_id}/tokens`.
+#[utoipa::path(
+    post,
+    path = "/admin/companies/{company_id}/tokens",
+    operation_id = "issueToken",
+    tag = "Operator",
+    summary = "Issue a company token for a member",
+    description = "Exempt from the idempotency gate: every call issues a new token.",
+    security(("operator" = [])),
+    request_body = ref("#/components/schemas/TokenIn"),
+    responses(
+        (
+            status = 201,
+            description = "A new token for the member.",
+            body = TokenIssued
+        ),
+        (status = 404, description = "no such company, or the email has no access to it")
+    )
+)]
 pub async fn issue_token(
     IdPath(company): IdPath,
     _: Operator,

@@ -197,6 +197,16 @@ impl Operation for CreateEmployee {
 }
 
 /// Handles `POST /api/employees`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_EMPLOYEE.route,
+    operation_id = crate::ops::CREATE_EMPLOYEE.name,
+    tag = "Employees",
+    summary = "Create an employee",
+    description = "Creates an active employee paid a salary or an hourly rate.",
+    request_body = ref("#/components/schemas/EmployeeIn"),
+    responses((status = 201, body = crate::domain::employees::Employee))
+)]
 pub async fn create_employee(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -215,6 +225,17 @@ pub async fn create_employee(
 }
 
 /// Handles `GET /api/employees/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/employees/{id}",
+    operation_id = "getEmployee",
+    tag = "Employees",
+    summary = "Get a employee",
+    responses(
+        (status = 200, description = "The employee, in the shape its create returned.", body = crate::domain::employees::Employee),
+        (status = 404, description = "no employee with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_employee(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -227,6 +248,15 @@ pub async fn get_employee(
 }
 
 /// Handles `GET /api/employees`.
+#[utoipa::path(
+    get,
+    path = "/api/employees",
+    operation_id = "listEmployees",
+    tag = "Employees",
+    summary = "List employees",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of employees, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<crate::domain::employees::Employee>))
+)]
 pub async fn list_employees(
     State(state): State<AppState>,
     tenant: Tenant,

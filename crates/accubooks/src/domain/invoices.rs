@@ -23,8 +23,8 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 mod create;
 mod finalize;
 
-pub use create::create_invoice;
-pub use finalize::finalize_invoice;
+pub use create::{__path_create_invoice, create_invoice};
+pub use finalize::{__path_finalize_invoice, finalize_invoice};
 
 const STATUSES: &[&str] = &["draft", "open", "paid"];
 
@@ -264,6 +264,17 @@ fn missing(id: Uuid) -> AppError {
 }
 
 /// Handles `GET /api/invoices/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/invoices/{id}",
+    operation_id = "getInvoice",
+    tag = "Invoices",
+    summary = "Get a invoice",
+    responses(
+        (status = 200, description = "The invoice, in the shape its create returned.", body = Invoice),
+        (status = 404, description = "no invoice with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_invoice(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -278,6 +289,15 @@ pub async fn get_invoice(
 }
 
 /// Handles `GET /api/invoices?status=`.
+#[utoipa::path(
+    get,
+    path = "/api/invoices",
+    operation_id = "listInvoices",
+    tag = "Invoices",
+    summary = "List invoices",
+    params(crate::web::ListParams, ("status" = Option<String>, Query, description = "filter: `draft`, `open` or `paid`; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of invoices, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Invoice>))
+)]
 pub async fn list_invoices(
     State(state): State<AppState>,
     tenant: Tenant,

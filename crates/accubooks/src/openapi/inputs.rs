@@ -1,4 +1,5 @@
-//! Request bodies of the idempotent operations (closed objects: unknown fields → 422).
+//! Request bodies of the idempotent operations and the operator routes (closed objects:
+//! unknown fields → 422).
 
 use utoipa::openapi::{ComponentsBuilder, ObjectBuilder, Type};
 
@@ -168,6 +169,21 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
         Obj::new("Body of `grantUserAccess`; re-granting changes the role.")
             .req("email", email())
             .req("role", enumeration(ROLES))
+            .closed()
+            .build(),
+    )
+    .schema(
+        "CompanyIn",
+        Obj::new("Body of `POST /admin/companies`.")
+            .req("name", text(NAME))
+            .opt("email", opt_email())
+            .closed()
+            .build(),
+    )
+    .schema(
+        "TokenIn",
+        Obj::new("Body of `POST /admin/companies/{company_id}/tokens`.")
+            .req("email", email())
             .closed()
             .build(),
     )

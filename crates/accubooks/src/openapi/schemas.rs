@@ -160,74 +160,42 @@ impl Obj {
     }
 }
 
-/// `{data: [item], next_cursor}`.
-fn list(item: &str) -> S {
-    Obj::new(&format!(
-        "A page of {item}, newest first (`created_at desc, id desc`)."
-    ))
-    .req("data", array(r(item)))
-    .req(
-        "next_cursor",
-        or_null(
-            string("opaque; non-null only when more rows exist"),
-            Type::String,
-        ),
-    )
-    .build()
-}
-
-/// Problem documents, lists, and the operator surface.
+/// The problem document.
 fn support(c: ComponentsBuilder) -> ComponentsBuilder {
-    let c = c
-        .schema(
-            "FieldError",
-            Obj::new("One invalid field.")
-                .req(
-                    "field",
-                    string("dotted path with `[i]` indexes, e.g. `line_items[2].unit_price`"),
-                )
-                .req("message", string("what is wrong"))
-                .build(),
-        )
-        .schema(
-            "Problem",
-            Obj::new("An RFC 9457 problem document (`application/problem+json`).")
-                .req("type", string("`/problems/<code>`"))
-                .req("title", string("a fixed title per code"))
-                .req("status", int(Some(400), Some(599)))
-                .req("detail", string("this occurrence, for people"))
-                .req("code", string("stable machine code"))
-                .req(
-                    "request_id",
-                    string("equals the `X-Request-Id` response header"),
-                )
-                .opt(
-                    "errors",
-                    array(r("FieldError")).description(Some("present on `validation_failed` only")),
-                )
-                .build(),
-        );
-    let c = [
-        "Customer",
-        "Employee",
-        "Invoice",
-        "Payment",
-        "Refund",
-        "PayrollRun",
-        "BankTransaction",
-        "InventoryItem",
-        "Workflow",
-        "WorkflowInstance",
-        "Member",
-    ]
-    .into_iter()
-    .fold(c, |c, item| c.schema(format!("{item}List"), list(item)));
-    super::operator::schemas(c)
+    c.schema(
+        "FieldError",
+        Obj::new("One invalid field.")
+            .req(
+                "field",
+                string("dotted path with `[i]` indexes, e.g. `line_items[2].unit_price`"),
+            )
+            .req("message", string("what is wrong"))
+            .build(),
+    )
+    .schema(
+        "Problem",
+        Obj::new("An RFC 9457 problem document (`application/problem+json`).")
+            .req("type", string("`/problems/<code>`"))
+            .req("title", string("a fixed title per code"))
+            .req("status", int(Some(400), Some(599)))
+            .req("detail", string("this occurrence, for people"))
+            .req("code", string("stable machine code"))
+            .req(
+                "request_id",
+                string("equals the `X-Request-Id` response header"),
+            )
+            .opt(
+                "errors",
+                array(r("FieldError")).description(Some("present on `validation_failed` only")),
+            )
+            .build(),
+    )
 }
 
-/// Every component schema.
-pub(super) fn components() -> ComponentsBuilder {
-    support(super::inputs::inputs(super::entities::entities(
-        ComponentsBuilder::new(),
-    )))
+/// Every component schema: those the handlers' types reference (`derived`), the
+/// request bodies and the problem document.
+pub(super) fn components(derived: impl IntoIterator<Item = (String, S)>) -> ComponentsBuilder {
+    support(super::inputs::inputs(
+        ComponentsBuilder::new().schemas_from_iter(derived),
+    ))
 }

@@ -239,6 +239,17 @@ impl Operation for TriggerWorkflow {
 
 /// Handles `POST /api/workflows/{id}/trigger`. The instance is the operation's own
 /// record (not an emitted one), so a 201 wakes the worker explicitly.
+#[utoipa::path(
+    post,
+    path = crate::ops::TRIGGER_WORKFLOW.route,
+    operation_id = crate::ops::TRIGGER_WORKFLOW.name,
+    tag = "Workflows",
+    summary = "Trigger a workflow manually",
+    description = "Creates a workflow instance with `trigger_entity_type: \"manual\"`. The \
+                      body may be empty, `{}` or `{\"input\": {...}}`.",
+    request_body = ref("#/components/schemas/TriggerIn"),
+    responses((status = 201, body = crate::domain::workflows::instances::Instance), (status = 404, description = "the workflow does not exist in your company"))
+)]
 pub async fn trigger_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
@@ -266,6 +277,17 @@ pub async fn trigger_workflow(
 }
 
 /// Handles `GET /api/workflow-instances/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/workflow-instances/{id}",
+    operation_id = "getWorkflowInstance",
+    tag = "Workflows",
+    summary = "Get a workflow instance",
+    responses(
+        (status = 200, description = "The workflow instance, in the shape its create returned.", body = Instance),
+        (status = 404, description = "no workflow instance with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_instance(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -278,6 +300,15 @@ pub async fn get_instance(
 }
 
 /// Handles `GET /api/workflow-instances?trigger_entity_id=`.
+#[utoipa::path(
+    get,
+    path = "/api/workflow-instances",
+    operation_id = "listWorkflowInstances",
+    tag = "Workflows",
+    summary = "List workflow instances",
+    params(crate::web::ListParams, ("trigger_entity_id" = Option<idem::Id>, Query, description = "filter: only the instances this entity's event created; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of workflow instances, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Instance>))
+)]
 pub async fn list_instances(
     State(state): State<AppState>,
     tenant: Tenant,
