@@ -5,7 +5,7 @@ use utoipa::openapi::{ComponentsBuilder, ObjectBuilder, Type};
 
 use super::schemas::{
     array, boolean, currency, date, email, enumeration, id, int, money, or_null, prefix, r, text,
-    Obj, DESCRIPTION, NAME, ROLES, SKU, TRIGGERS,
+    Obj, DESCRIPTION, NAME, SKU,
 };
 
 /// Request bodies of the operations.
@@ -126,7 +126,7 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
         "WorkflowIn",
         Obj::new("Body of `createWorkflow`; `active` defaults to true.")
             .req("name", text(NAME))
-            .req("trigger", enumeration(TRIGGERS))
+            .req("trigger", enumeration(crate::domain::workflows::TRIGGERS))
             .req("action", r("WorkflowAction"))
             .opt("active", or_null(boolean(), Type::Boolean))
             .closed()
@@ -168,7 +168,7 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
         "GrantIn",
         Obj::new("Body of `grantUserAccess`; re-granting changes the role.")
             .req("email", email())
-            .req("role", enumeration(ROLES))
+            .req("role", enumeration(crate::auth::Role::NAMES))
             .closed()
             .build(),
     )

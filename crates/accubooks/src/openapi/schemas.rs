@@ -1,9 +1,10 @@
-//! Schema helpers, the problem and list schemas, and the assembly of every component
-//! schema (entities, request bodies, operator payloads).
+//! Schema helpers for the hand-written request bodies, the problem document, and the
+//! assembly of every component schema (the derived ones the routes reference, the
+//! request bodies, the problem document).
 //!
 //! Invariants:
-//! - Money is always a string matching [`MONEY_PATTERN`], ids are `uuid` strings and
-//!   timestamps `date-time` strings with exactly six fraction digits, as API.md states.
+//! - Money is always a string matching [`crate::money::PATTERN`] and ids are `uuid`
+//!   strings, as API.md states.
 //! - Request bodies are closed (`additionalProperties: false`): the server rejects
 //!   unknown fields with `422 validation_failed`. Response bodies are open, so a field
 //!   added later is not a breaking change.
@@ -16,8 +17,6 @@ use utoipa::openapi::{
 /// A schema or a reference to one.
 pub(super) type S = RefOr<Schema>;
 
-/// The money pattern of API.md.
-pub(super) const MONEY_PATTERN: &str = r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$";
 const UUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -26,17 +25,6 @@ pub(super) const NAME: usize = 200;
 pub(super) const DESCRIPTION: usize = 500;
 const EMAIL: usize = 254;
 pub(super) const SKU: usize = 64;
-
-pub(super) const TRIGGERS: &[&str] = &[
-    "invoice.created",
-    "invoice.finalized",
-    "payment.created",
-    "refund.created",
-    "payroll.executed",
-    "inventory.adjusted",
-    "manual",
-];
-pub(super) const ROLES: &[&str] = &["admin", "accountant", "viewer"];
 
 /// A reference to a component schema.
 pub(super) fn r(name: &str) -> S {
@@ -68,7 +56,7 @@ pub(super) fn text(max: usize) -> ObjectBuilder {
 /// A decimal money string.
 pub(super) fn money(description: &str) -> ObjectBuilder {
     typed(Type::String)
-        .pattern(Some(MONEY_PATTERN))
+        .pattern(Some(crate::money::PATTERN))
         .description(Some(description))
         .examples(["125.00"])
 }
