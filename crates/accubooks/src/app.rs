@@ -14,10 +14,11 @@ use axum::{Extension, Router};
 use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
 use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
-use idem::{Db, Engine, EngineConfig, Gate, MutationRouter, Problem, Registry};
+use idem::{Db, Engine, EngineConfig, Gate, Problem, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::routes;
 
 use crate::auth::{operator_token_hash, AuthCache};
 use crate::config::ServeArgs;
@@ -27,7 +28,7 @@ use crate::domain::{
     settings, webhook_secret,
 };
 use crate::jobs::{self, JobHealth};
-use crate::openapi::{self, OpenApiJson};
+use crate::openapi::{self, ApiRouter, OpenApiJson};
 use crate::state::AppState;
 use crate::web::{self, HttpMetrics};
 use crate::workflows::worker::{Worker, WorkerConfig};
@@ -92,69 +93,73 @@ pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
     Ok(v)
 }
 
+/// Mounts every route through the registry's checks and documents it from its
+/// handler's `#[utoipa::path]`; fails when the registry and the routes disagree.
+pub fn routes(registry: Registry) -> anyhow::Result<(Router<AppState>, Registry, openapi::Api)> {
+    ApiRouter::<AppState>::new(registry)
+        .operation(routes!(customers::create_customer))
+        .read(routes!(customers::list_customers))
+        .read(routes!(customers::get_customer))
+        .operation(routes!(employees::create_employee))
+        .read(routes!(employees::list_employees))
+        .read(routes!(employees::get_employee))
+        .operation(routes!(settings::update_settings))
+        .read(routes!(settings::get_settings))
+        .operation(routes!(members::grant_access))
+        .read(routes!(members::list_members))
+        .read(routes!(members::get_member))
+        .operation(routes!(invoices::create_invoice))
+        .operation(routes!(invoices::finalize_invoice))
+        .read(routes!(invoices::list_invoices))
+        .read(routes!(invoices::get_invoice))
+        .operation(routes!(payments::create_payment))
+        .read(routes!(payments::list_payments))
+        .read(routes!(payments::get_payment))
+        .operation(routes!(refunds::create_refund))
+        .read(routes!(refunds::list_refunds))
+        .read(routes!(refunds::get_refund))
+        .operation(routes!(payroll::execute_payroll))
+        .read(routes!(payroll::list_payroll_runs))
+        .read(routes!(payroll::get_payroll_run))
+        .operation(routes!(bank::create_bank_transaction))
+        .operation(routes!(bank::reconcile_ledger))
+        .read(routes!(bank::list_bank_transactions))
+        .read(routes!(bank::get_bank_transaction))
+        .operation(routes!(inventory::create_item))
+        .operation(routes!(inventory::adjust_item))
+        .read(routes!(inventory::list_items))
+        .read(routes!(inventory::get_item))
+        .operation(routes!(workflows::create_workflow))
+        .operation(routes!(workflows::update_workflow))
+        .operation(routes!(instances::trigger_workflow))
+        .read(routes!(workflows::list_workflows))
+        .read(routes!(workflows::get_workflow))
+        .read(routes!(instances::list_instances))
+        .read(routes!(instances::get_instance))
+        .operation(routes!(webhook_secret::rotate_secret))
+        .read(routes!(webhook_secret::get_secret))
+        .exempt(routes!(admin::create_company))
+        .exempt(routes!(admin::issue_token))
+        .read(routes!(health::system_health))
+        .read(routes!(health::healthz))
+        .read(routes!(health::readyz))
+        .read(routes!(health::metrics))
+        .read(routes!(openapi::openapi_json))
+        .finish()
+        .context("the mutation registry does not match the router")
+}
+
+/// The OpenAPI document the server built with `registry` serves.
+pub fn document(registry: Registry) -> anyhow::Result<OpenApiJson> {
+    let (_, registry, api) = routes(registry)?;
+    OpenApiJson::build(&registry, &api).context("failed to serialize the OpenAPI document")
+}
+
 /// Builds the router over `state`; fails when the registry and the routes disagree.
 pub fn router(state: AppState, registry: Registry) -> anyhow::Result<Router> {
-    let (api, registry) = MutationRouter::<AppState>::new(registry)
-        .operation("createCustomer", customers::create_customer)
-        .read("/api/customers", customers::list_customers)
-        .read("/api/customers/{id}", customers::get_customer)
-        .operation("createEmployee", employees::create_employee)
-        .read("/api/employees", employees::list_employees)
-        .read("/api/employees/{id}", employees::get_employee)
-        .operation("updateCompanySettings", settings::update_settings)
-        .read("/api/company/settings", settings::get_settings)
-        .operation("grantUserAccess", members::grant_access)
-        .read("/api/company/members", members::list_members)
-        .read("/api/company/members/{id}", members::get_member)
-        .operation("createInvoice", invoices::create_invoice)
-        .operation("finalizeInvoice", invoices::finalize_invoice)
-        .read("/api/invoices", invoices::list_invoices)
-        .read("/api/invoices/{id}", invoices::get_invoice)
-        .operation("createPayment", payments::create_payment)
-        .read("/api/payments", payments::list_payments)
-        .read("/api/payments/{id}", payments::get_payment)
-        .operation("createRefund", refunds::create_refund)
-        .read("/api/refunds", refunds::list_refunds)
-        .read("/api/refunds/{id}", refunds::get_refund)
-        .operation("executePayroll", payroll::execute_payroll)
-        .read("/api/payroll-runs", payroll::list_payroll_runs)
-        .read("/api/payroll-runs/{id}", payroll::get_payroll_run)
-        .operation("createBankTransaction", bank::create_bank_transaction)
-        .operation("reconcileLedger", bank::reconcile_ledger)
-        .read("/api/bank-transactions", bank::list_bank_transactions)
-        .read("/api/bank-transactions/{id}", bank::get_bank_transaction)
-        .operation("createInventoryItem", inventory::create_item)
-        .operation("adjustInventory", inventory::adjust_item)
-        .read("/api/inventory-items", inventory::list_items)
-        .read("/api/inventory-items/{id}", inventory::get_item)
-        .operation("createWorkflow", workflows::create_workflow)
-        .operation("updateWorkflow", workflows::update_workflow)
-        .operation("triggerWorkflow", instances::trigger_workflow)
-        .read("/api/workflows", workflows::list_workflows)
-        .read("/api/workflows/{id}", workflows::get_workflow)
-        .read("/api/workflow-instances", instances::list_instances)
-        .read("/api/workflow-instances/{id}", instances::get_instance)
-        .operation("rotateWebhookSecret", webhook_secret::rotate_secret)
-        .read("/api/company/webhook-secret", webhook_secret::get_secret)
-        .exempt(
-            http::Method::POST,
-            "/admin/companies",
-            admin::create_company,
-        )
-        .exempt(
-            http::Method::POST,
-            "/admin/companies/{company_id}/tokens",
-            admin::issue_token,
-        )
-        .read("/admin/system/health", health::system_health)
-        .read("/healthz", health::healthz)
-        .read("/readyz", health::readyz)
-        .read("/metrics", health::metrics)
-        .read("/openapi.json", openapi::openapi_json)
-        .finish()
-        .context("the mutation registry does not match the router")?;
-    let document =
-        OpenApiJson::build(&registry).context("failed to serialize the OpenAPI document")?;
+    let (api, registry, described) = routes(registry)?;
+    let document = OpenApiJson::build(&registry, &described)
+        .context("failed to serialize the OpenAPI document")?;
     Ok(with_middleware(
         api.layer(Extension(document))
             .fallback(web::not_found)

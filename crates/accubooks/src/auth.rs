@@ -53,6 +53,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, as sent and rendered.
+    pub const NAMES: &'static [&'static str] = &["admin", "accountant", "viewer"];
+
     /// Parses `admin` / `accountant` / `viewer`.
     pub fn parse(s: &str) -> Option<Role> {
         match s {

@@ -103,6 +103,9 @@ pub enum ContractCommand {
         #[arg(long, default_value = "docs/CONTRACT.md")]
         contract: std::path::PathBuf,
     },
+    /// Print the OpenAPI document exactly as the server serves it at `GET /openapi.json`
+    /// (for validators and client generators; no server or store needed).
+    Openapi,
 }
 
 /// Where the database is.

@@ -77,6 +77,28 @@ impl serde::Serialize for Money {
     }
 }
 
+/// The wire pattern of a money string (API.md); responses always carry two decimals.
+pub const PATTERN: &str = r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$";
+
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(PATTERN))
+            .description(Some(
+                "a decimal string; responses always show exactly two decimal places",
+            ))
+            .examples(["125.00"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Money")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,12 +181,24 @@ fn encode_cursor(ts: Ts, id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}/{}", ts.micros(), id))
 }
 
+/// The paging parameters every list reads (see [`ListQuery::parse`]), for the document.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1..500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 /// `{"data": [...], "next_cursor": …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListPage<T> {
     /// This page, newest first.
     pub data: Vec<T>,
     /// Where the next page starts; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

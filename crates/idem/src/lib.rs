@@ -13,6 +13,8 @@ pub mod hygiene;
 pub mod key;
 pub mod migrate;
 mod observe;
+#[cfg(feature = "utoipa")]
+mod openapi;
 pub mod registry;
 pub mod retention;
 pub mod store;

@@ -165,7 +165,7 @@ fn filter(m: &Method) -> MethodFilter {
 pub struct MutationRouter<S> {
     router: Router<S>,
     registry: Registry,
-    mounted: HashSet<(Method, &'static str)>,
+    mounted: HashSet<(Method, String)>,
     errors: Vec<String>,
 }
 
@@ -181,8 +181,8 @@ impl<S: Clone + Send + Sync + 'static> MutationRouter<S> {
         }
     }
 
-    fn mount(&mut self, method: &Method, route: &'static str) -> bool {
-        if self.mounted.insert((method.clone(), route)) {
+    fn mount(&mut self, method: &Method, route: &str) -> bool {
+        if self.mounted.insert((method.clone(), route.to_owned())) {
             true
         } else {
             self.errors
@@ -234,7 +234,7 @@ impl<S: Clone + Send + Sync + 'static> MutationRouter<S> {
     }
 
     /// Mounts a read (`GET`) route.
-    pub fn read<H, T>(mut self, route: &'static str, handler: H) -> Self
+    pub fn read<H, T>(mut self, route: &str, handler: H) -> Self
     where
         H: Handler<T, S>,
         T: 'static,
@@ -249,7 +249,10 @@ impl<S: Clone + Send + Sync + 'static> MutationRouter<S> {
     /// router with the registry.
     pub fn finish(mut self) -> Result<(Router<S>, Registry), RegistryError> {
         for d in self.registry.operations() {
-            if !self.mounted.contains(&(d.method.clone(), d.route)) {
+            if !self
+                .mounted
+                .contains(&(d.method.clone(), d.route.to_owned()))
+            {
                 self.errors.push(format!(
                     "operation {} ({} {}) has no route",
                     d.name, d.method, d.route
@@ -257,7 +260,10 @@ impl<S: Clone + Send + Sync + 'static> MutationRouter<S> {
             }
         }
         for e in self.registry.exempt_routes() {
-            if !self.mounted.contains(&(e.method.clone(), e.route)) {
+            if !self
+                .mounted
+                .contains(&(e.method.clone(), e.route.to_owned()))
+            {
                 self.errors.push(format!(
                     "exempt route {} {} is declared but not mounted",
                     e.method, e.route

@@ -138,6 +138,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Contract {
             command: ContractCommand::Verify { contract: doc },
         } => contract::verify(&doc, json),
+        Command::Contract {
+            command: ContractCommand::Openapi,
+        } => contract::print_openapi(),
     }
 }
 

@@ -16,19 +16,25 @@ use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{json_body, IdPath};
 
-#[derive(Serialize)]
-struct CompanyCreated {
+/// A new company with its first admin and token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CompanyCreated {
     company_id: Id,
     user_id: Id,
     email: String,
+    /// Always `admin`.
     role: &'static str,
+    /// Bearer token for `/api/`; shown once.
     api_token: String,
 }
 
-#[derive(Serialize)]
-struct TokenIssued {
+/// A new company token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenIssued {
+    /// Bearer token for `/api/`; shown once.
     api_token: String,
     user_id: Id,
+    #[schema(schema_with = crate::domain::members::role_schema)]
     role: String,
 }
 
@@ -65,6 +71,21 @@ async fn insert_token(tx: &mut idem::Tx, company: Uuid, user: Uuid, now: Ts) -> 
 }
 
 /// Handles `POST /admin/companies`.
+#[utoipa::path(
+    post,
+    path = "/admin/companies",
+    operation_id = "createCompany",
+    tag = "Operator",
+    summary = "Create a company and its first admin",
+    description = "Exempt from the idempotency gate (an operator bootstrap action): a retry creates another company. The first admin is `owner@<company_id>` unless `email` is given; the settings start at version 1.",
+    security(("operator" = [])),
+    request_body = ref("#/components/schemas/CompanyIn"),
+    responses((
+        status = 201,
+        description = "The company, its admin and a company token.",
+        body = CompanyCreated
+    ))
+)]
 pub async fn create_company(
     _: Operator,
     State(state): State<AppState>,
@@ -110,6 +131,24 @@ pub async fn create_company(
 }
 
 /// Handles `POST /admin/companies/{company_id}/tokens`.
+#[utoipa::path(
+    post,
+    path = "/admin/companies/{company_id}/tokens",
+    operation_id = "issueToken",
+    tag = "Operator",
+    summary = "Issue a company token for a member",
+    description = "Exempt from the idempotency gate: every call issues a new token.",
+    security(("operator" = [])),
+    request_body = ref("#/components/schemas/TokenIn"),
+    responses(
+        (
+            status = 201,
+            description = "A new token for the member.",
+            body = TokenIssued
+        ),
+        (status = 404, description = "no such company, or the email has no access to it")
+    )
+)]
 pub async fn issue_token(
     IdPath(company): IdPath,
     _: Operator,

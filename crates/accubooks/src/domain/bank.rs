@@ -21,7 +21,7 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 
 mod reconcile;
 
-pub use reconcile::reconcile_ledger;
+pub use reconcile::{__path_reconcile_ledger, reconcile_ledger};
 
 #[derive(Debug, Clone, FromRow)]
 struct TransactionRow {
@@ -36,14 +36,17 @@ struct TransactionRow {
 }
 
 /// A bank transaction, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BankTransaction {
     id: Id,
     amount: Money,
+    #[schema(format = Date)]
     posted_on: String,
     description: String,
     reconciled: bool,
+    #[schema(required = true)]
     payment_id: Option<Id>,
+    #[schema(required = true)]
     reconciled_at: Option<Ts>,
     created_at: Ts,
 }
@@ -180,6 +183,17 @@ impl Operation for CreateBankTransaction {
 }
 
 /// Handles `POST /api/bank-transactions`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_BANK_TRANSACTION.route,
+    operation_id = crate::ops::CREATE_BANK_TRANSACTION.name,
+    tag = "Banking",
+    summary = "Record a bank transaction",
+    description = "Records an unreconciled bank transaction (`reconciled: false`, \
+                      `payment_id: null`).",
+    request_body = ref("#/components/schemas/BankTransactionIn"),
+    responses((status = 201, body = crate::domain::bank::BankTransaction))
+)]
 pub async fn create_bank_transaction(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -198,6 +212,17 @@ pub async fn create_bank_transaction(
 }
 
 /// Handles `GET /api/bank-transactions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/bank-transactions/{id}",
+    operation_id = "getBankTransaction",
+    tag = "Banking",
+    summary = "Get a bank transaction",
+    responses(
+        (status = 200, description = "The bank transaction, in the shape its create returned.", body = BankTransaction),
+        (status = 404, description = "no bank transaction with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_bank_transaction(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -216,6 +241,15 @@ pub async fn get_bank_transaction(
 }
 
 /// Handles `GET /api/bank-transactions?reconciled=`.
+#[utoipa::path(
+    get,
+    path = "/api/bank-transactions",
+    operation_id = "listBankTransactions",
+    tag = "Banking",
+    summary = "List bank transactions",
+    params(crate::web::ListParams, ("reconciled" = Option<String>, Query, description = "filter: `true` or `false`; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of bank transactions, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<BankTransaction>))
+)]
 pub async fn list_bank_transactions(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -17,10 +17,11 @@ use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
 
 /// A customer, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Customer {
     id: Id,
     name: String,
+    #[schema(required = true)]
     email: Option<String>,
     created_at: Ts,
 }
@@ -138,6 +139,16 @@ pub async fn insert(
 }
 
 /// Handles `POST /api/customers`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_CUSTOMER.route,
+    operation_id = crate::ops::CREATE_CUSTOMER.name,
+    tag = "Customers",
+    summary = "Create a customer",
+    description = "Creates a customer; its id is the operation's deterministic id.",
+    request_body = ref("#/components/schemas/CustomerIn"),
+    responses((status = 201, body = crate::domain::customers::Customer))
+)]
 pub async fn create_customer(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -156,6 +167,17 @@ pub async fn create_customer(
 }
 
 /// Handles `GET /api/customers/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/customers/{id}",
+    operation_id = "getCustomer",
+    tag = "Customers",
+    summary = "Get a customer",
+    responses(
+        (status = 200, description = "The customer, in the shape its create returned.", body = crate::domain::customers::Customer),
+        (status = 404, description = "no customer with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_customer(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -168,6 +190,15 @@ pub async fn get_customer(
 }
 
 /// Handles `GET /api/customers`.
+#[utoipa::path(
+    get,
+    path = "/api/customers",
+    operation_id = "listCustomers",
+    tag = "Customers",
+    summary = "List customers",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of customers, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<crate::domain::customers::Customer>))
+)]
 pub async fn list_customers(
     State(state): State<AppState>,
     tenant: Tenant,

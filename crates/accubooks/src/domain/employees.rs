@@ -29,14 +29,26 @@ struct EmployeeRow {
     created_at: Ts,
 }
 
+const PAY_TYPES: &[&str] = &["salary", "hourly"];
+
+fn pay_type_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(PAY_TYPES)
+}
+
 /// An employee, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Employee {
     id: Id,
     name: String,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(schema_with = pay_type_schema)]
     pay_type: String,
+    /// Set for `salary`, else null.
+    #[schema(required = true)]
     annual_salary: Option<Money>,
+    /// Set for `hourly`, else null.
+    #[schema(required = true)]
     hourly_rate: Option<Money>,
     active: bool,
     created_at: Ts,
@@ -83,7 +95,7 @@ fn parse(body: &Value) -> AppResult<EmployeeIn> {
     };
     let name = v.text(o, "", "name", NAME_MAX, true);
     let email = v.email(o, "", "email", false);
-    let pay_type = v.one_of(o, "", "pay_type", &["salary", "hourly"], true);
+    let pay_type = v.one_of(o, "", "pay_type", PAY_TYPES, true);
     let (mut annual_salary, mut hourly_rate) = (None, None);
     match pay_type {
         Some("salary") => {
@@ -185,6 +197,16 @@ impl Operation for CreateEmployee {
 }
 
 /// Handles `POST /api/employees`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_EMPLOYEE.route,
+    operation_id = crate::ops::CREATE_EMPLOYEE.name,
+    tag = "Employees",
+    summary = "Create an employee",
+    description = "Creates an active employee paid a salary or an hourly rate.",
+    request_body = ref("#/components/schemas/EmployeeIn"),
+    responses((status = 201, body = crate::domain::employees::Employee))
+)]
 pub async fn create_employee(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -203,6 +225,17 @@ pub async fn create_employee(
 }
 
 /// Handles `GET /api/employees/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/employees/{id}",
+    operation_id = "getEmployee",
+    tag = "Employees",
+    summary = "Get a employee",
+    responses(
+        (status = 200, description = "The employee, in the shape its create returned.", body = crate::domain::employees::Employee),
+        (status = 404, description = "no employee with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_employee(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -215,6 +248,15 @@ pub async fn get_employee(
 }
 
 /// Handles `GET /api/employees`.
+#[utoipa::path(
+    get,
+    path = "/api/employees",
+    operation_id = "listEmployees",
+    tag = "Employees",
+    summary = "List employees",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of employees, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<crate::domain::employees::Employee>))
+)]
 pub async fn list_employees(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -32,7 +32,8 @@ pub const SKU_MAX: usize = 64;
 pub const QUANTITY_MAX: i64 = 1_000_000_000_000;
 
 /// An inventory item, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = InventoryItem)]
 pub struct Item {
     id: Id,
     sku: String,
@@ -48,7 +49,8 @@ fn location(id: Uuid) -> String {
 }
 
 /// One recorded adjustment.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = InventoryAdjustment)]
 struct Adjustment {
     id: Id,
     delta: i64,
@@ -57,8 +59,9 @@ struct Adjustment {
 }
 
 /// The 201 body of `adjustInventory`.
-#[derive(Debug, Serialize)]
-struct AdjustmentOut {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = InventoryAdjustmentResult)]
+pub struct AdjustmentOut {
     item_id: Id,
     quantity: i64,
     adjustment: Adjustment,
@@ -320,6 +323,16 @@ impl Operation for AdjustItem {
 }
 
 /// Handles `POST /api/inventory-items`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_INVENTORY_ITEM.route,
+    operation_id = crate::ops::CREATE_INVENTORY_ITEM.name,
+    tag = "Inventory",
+    summary = "Create an inventory item",
+    description = "Creates a stock-keeping unit with an initial quantity.",
+    request_body = ref("#/components/schemas/InventoryItemIn"),
+    responses((status = 201, body = crate::domain::inventory::Item))
+)]
 pub async fn create_item(State(state): State<AppState>, tenant: Tenant, req: Request) -> Response {
     let company = tenant.company_id;
     super::gated(
@@ -334,6 +347,17 @@ pub async fn create_item(State(state): State<AppState>, tenant: Tenant, req: Req
 }
 
 /// Handles `POST /api/inventory-items/{id}/adjustments`.
+#[utoipa::path(
+    post,
+    path = crate::ops::ADJUST_INVENTORY.route,
+    operation_id = crate::ops::ADJUST_INVENTORY.name,
+    tag = "Inventory",
+    summary = "Adjust an item's quantity",
+    description = "Adds `delta` (≠ 0) to the quantity. The record is the adjustment. Emits \
+                      `inventory.adjusted`.",
+    request_body = ref("#/components/schemas/AdjustmentIn"),
+    responses((status = 201, body = crate::domain::inventory::AdjustmentOut), (status = 404, description = "the item does not exist in your company"))
+)]
 pub async fn adjust_item(
     IdPath(item): IdPath,
     State(state): State<AppState>,
@@ -357,6 +381,17 @@ pub async fn adjust_item(
 }
 
 /// Handles `GET /api/inventory-items/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/inventory-items/{id}",
+    operation_id = "getInventoryItem",
+    tag = "Inventory",
+    summary = "Get a inventory item",
+    responses(
+        (status = 200, description = "The inventory item, in the shape its create returned.", body = Item),
+        (status = 404, description = "no inventory item with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_item(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -369,6 +404,15 @@ pub async fn get_item(
 }
 
 /// Handles `GET /api/inventory-items`.
+#[utoipa::path(
+    get,
+    path = "/api/inventory-items",
+    operation_id = "listInventoryItems",
+    tag = "Inventory",
+    summary = "List inventory items",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of inventory items, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Item>))
+)]
 pub async fn list_items(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -23,8 +23,14 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 mod create;
 mod finalize;
 
-pub use create::create_invoice;
-pub use finalize::finalize_invoice;
+pub use create::{__path_create_invoice, create_invoice};
+pub use finalize::{__path_finalize_invoice, finalize_invoice};
+
+const STATUSES: &[&str] = &["draft", "open", "paid"];
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(STATUSES)
+}
 
 /// An invoice row (without its line items).
 #[derive(Debug, Clone, FromRow)]
@@ -68,7 +74,7 @@ struct LineRow {
 }
 
 /// A line item, as rendered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineItem {
     id: Id,
     description: String,
@@ -90,13 +96,17 @@ impl From<LineRow> for LineItem {
 }
 
 /// An invoice, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
     id: Id,
     customer_id: Id,
     currency: String,
+    #[schema(format = Date)]
     due_date: String,
+    #[schema(schema_with = status_schema)]
     status: String,
+    /// `invoice_prefix` + at least six digits (`INV-000001`); null until finalized.
+    #[schema(required = true)]
     number: Option<String>,
     line_items: Vec<LineItem>,
     total: Money,
@@ -124,9 +134,10 @@ impl Invoice {
 }
 
 /// The invoice embedded in payments and refunds: `{id, status, amount_paid, balance_due}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceSummary {
     id: Id,
+    #[schema(schema_with = status_schema)]
     status: String,
     amount_paid: Money,
     balance_due: Money,
@@ -253,6 +264,17 @@ fn missing(id: Uuid) -> AppError {
 }
 
 /// Handles `GET /api/invoices/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/invoices/{id}",
+    operation_id = "getInvoice",
+    tag = "Invoices",
+    summary = "Get a invoice",
+    responses(
+        (status = 200, description = "The invoice, in the shape its create returned.", body = Invoice),
+        (status = 404, description = "no invoice with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_invoice(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -267,13 +289,22 @@ pub async fn get_invoice(
 }
 
 /// Handles `GET /api/invoices?status=`.
+#[utoipa::path(
+    get,
+    path = "/api/invoices",
+    operation_id = "listInvoices",
+    tag = "Invoices",
+    summary = "List invoices",
+    params(crate::web::ListParams, ("status" = Option<String>, Query, description = "filter: `draft`, `open` or `paid`; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of invoices, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Invoice>))
+)]
 pub async fn list_invoices(
     State(state): State<AppState>,
     tenant: Tenant,
     RawQuery(q): RawQuery,
 ) -> AppResult<Response> {
     let q = ListQuery::parse(q.as_deref(), &["status"])?;
-    let status = q.enum_filter("status", &["draft", "open", "paid"])?;
+    let status = q.enum_filter("status", STATUSES)?;
     let rows: Vec<InvoiceRow> = super::list_rows(
         &state.db,
         COLUMNS,

@@ -20,13 +20,14 @@ use crate::validate::Validator;
 use crate::web::{ok_json, page, IdPath, ListQuery};
 
 /// A member, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Member {
     /// The user.
     pub user_id: Id,
     /// Email as first granted.
     pub email: String,
     /// Current role.
+    #[schema(schema_with = role_schema)]
     pub role: String,
     /// When access was first granted.
     pub created_at: Ts,
@@ -93,6 +94,11 @@ pub async fn insert(
     })
 }
 
+/// The schema of a role string.
+pub fn role_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(Role::NAMES)
+}
+
 async fn admin_count(tx: &mut Tx, company: Uuid) -> AppResult<i64> {
     Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "select count(*) from members where company_id = $1 and role = 'admin'"
@@ -112,7 +118,7 @@ fn parse(body: &Value) -> AppResult<GrantIn> {
     let (email, role) = match v.object(body, "", &["email", "role"]) {
         Some(o) => (
             v.email(o, "", "email", true),
-            v.one_of(o, "", "role", &["admin", "accountant", "viewer"], true),
+            v.one_of(o, "", "role", Role::NAMES, true),
         ),
         None => (None, None),
     };
@@ -222,6 +228,18 @@ impl Operation for GrantAccess {
 }
 
 /// Handles `POST /api/company/members`.
+#[utoipa::path(
+    post,
+    path = crate::ops::GRANT_USER_ACCESS.route,
+    operation_id = crate::ops::GRANT_USER_ACCESS.name,
+    tag = "Company",
+    summary = "Grant a user access (or change their role)",
+    description = "Gives `email` the `role` in the company; re-granting changes the role. \
+                      Demotions are decided under a company lock, so concurrent demotions \
+                      never leave zero admins. Tokens are issued by the operator.",
+    request_body = ref("#/components/schemas/GrantIn"),
+    responses((status = 201, body = crate::domain::members::Member))
+)]
 pub async fn grant_access(State(state): State<AppState>, tenant: Tenant, req: Request) -> Response {
     let company = tenant.company_id;
     crate::domain::gated(
@@ -245,6 +263,17 @@ async fn find(db: &Db, company: Uuid, user: Uuid) -> AppResult<Option<Member>> {
 }
 
 /// Handles `GET /api/company/members/{user_id}`.
+#[utoipa::path(
+    get,
+    path = "/api/company/members/{user_id}",
+    operation_id = "getMember",
+    tag = "Company",
+    summary = "Get a member",
+    responses(
+        (status = 200, description = "The member, in the shape its create returned.", body = Member),
+        (status = 404, description = "no member with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_member(
     IdPath(user): IdPath,
     State(state): State<AppState>,
@@ -257,6 +286,15 @@ pub async fn get_member(
 }
 
 /// Handles `GET /api/company/members`.
+#[utoipa::path(
+    get,
+    path = "/api/company/members",
+    operation_id = "listMembers",
+    tag = "Company",
+    summary = "List members",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of members, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Member>))
+)]
 pub async fn list_members(
     State(state): State<AppState>,
     tenant: Tenant,

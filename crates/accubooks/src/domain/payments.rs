@@ -24,6 +24,10 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 
 const METHODS: &[&str] = &["card", "bank_transfer", "cash", "check"];
 
+fn method_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(METHODS)
+}
+
 #[derive(Debug, Clone, FromRow)]
 struct PaymentRow {
     id: Id,
@@ -39,13 +43,16 @@ struct PaymentRow {
 }
 
 /// A payment, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     id: Id,
     invoice_id: Id,
     amount: Money,
+    /// The sum of the payment's refunds so far.
     amount_refunded: Money,
+    #[schema(schema_with = method_schema)]
     method: String,
+    #[schema(format = Date)]
     received_on: String,
     created_at: Ts,
     invoice: InvoiceSummary,
@@ -248,6 +255,17 @@ impl Operation for CreatePayment {
 }
 
 /// Handles `POST /api/payments`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_PAYMENT.route,
+    operation_id = crate::ops::CREATE_PAYMENT.name,
+    tag = "Payments",
+    summary = "Record a payment",
+    description = "Records a payment on an open invoice; the invoice becomes `paid` at zero \
+                      balance. Emits `payment.created`.",
+    request_body = ref("#/components/schemas/PaymentIn"),
+    responses((status = 201, body = crate::domain::payments::Payment), (status = 404, description = "`invoice_id` does not exist in your company"))
+)]
 pub async fn create_payment(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -266,6 +284,17 @@ pub async fn create_payment(
 }
 
 /// Handles `GET /api/payments/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/payments/{id}",
+    operation_id = "getPayment",
+    tag = "Payments",
+    summary = "Get a payment",
+    responses(
+        (status = 200, description = "The payment, in the shape its create returned.", body = Payment),
+        (status = 404, description = "no payment with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_payment(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -278,6 +307,15 @@ pub async fn get_payment(
 }
 
 /// Handles `GET /api/payments?invoice_id=`.
+#[utoipa::path(
+    get,
+    path = "/api/payments",
+    operation_id = "listPayments",
+    tag = "Payments",
+    summary = "List payments",
+    params(crate::web::ListParams, ("invoice_id" = Option<idem::Id>, Query, description = "filter: only this invoice's payments; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of payments, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Payment>))
+)]
 pub async fn list_payments(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -21,7 +21,7 @@ use crate::web::{ok_json, page, IdPath, ListQuery};
 
 mod execute;
 
-pub use execute::execute_payroll;
+pub use execute::{__path_execute_payroll, execute_payroll};
 
 #[derive(Debug, Clone, FromRow)]
 struct RunRow {
@@ -48,7 +48,7 @@ struct StubRow {
 }
 
 /// A pay stub, as rendered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stub {
     id: Id,
     employee_id: Id,
@@ -56,11 +56,14 @@ pub struct Stub {
 }
 
 /// A payroll run, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PayrollRun {
     id: Id,
+    #[schema(format = Date)]
     period_start: String,
+    #[schema(format = Date)]
     period_end: String,
+    #[schema(format = Date)]
     pay_date: String,
     stubs: Vec<Stub>,
     total_gross: Money,
@@ -154,6 +157,17 @@ async fn page_stubs(
 }
 
 /// Handles `GET /api/payroll-runs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/payroll-runs/{id}",
+    operation_id = "getPayrollRun",
+    tag = "Payroll",
+    summary = "Get a payroll run",
+    responses(
+        (status = 200, description = "The payroll run, in the shape its create returned.", body = PayrollRun),
+        (status = 404, description = "no payroll run with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_payroll_run(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -168,6 +182,15 @@ pub async fn get_payroll_run(
 }
 
 /// Handles `GET /api/payroll-runs`.
+#[utoipa::path(
+    get,
+    path = "/api/payroll-runs",
+    operation_id = "listPayrollRuns",
+    tag = "Payroll",
+    summary = "List payroll runs",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of payroll runs, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<PayrollRun>))
+)]
 pub async fn list_payroll_runs(
     State(state): State<AppState>,
     tenant: Tenant,

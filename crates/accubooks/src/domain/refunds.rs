@@ -36,7 +36,7 @@ struct RefundRow {
 }
 
 /// A refund, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refund {
     id: Id,
     payment_id: Id,
@@ -215,6 +215,17 @@ impl Operation for CreateRefund {
 }
 
 /// Handles `POST /api/refunds`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_REFUND.route,
+    operation_id = crate::ops::CREATE_REFUND.name,
+    tag = "Payments",
+    summary = "Refund (part of) a payment",
+    description = "Lowers the invoice's `amount_paid`; a paid invoice with a balance is \
+                      `open` again. Emits `refund.created`.",
+    request_body = ref("#/components/schemas/RefundIn"),
+    responses((status = 201, body = crate::domain::refunds::Refund), (status = 404, description = "`payment_id` does not exist in your company"))
+)]
 pub async fn create_refund(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -233,6 +244,17 @@ pub async fn create_refund(
 }
 
 /// Handles `GET /api/refunds/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/refunds/{id}",
+    operation_id = "getRefund",
+    tag = "Payments",
+    summary = "Get a refund",
+    responses(
+        (status = 200, description = "The refund, in the shape its create returned.", body = Refund),
+        (status = 404, description = "no refund with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_refund(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -245,6 +267,15 @@ pub async fn get_refund(
 }
 
 /// Handles `GET /api/refunds?payment_id=`.
+#[utoipa::path(
+    get,
+    path = "/api/refunds",
+    operation_id = "listRefunds",
+    tag = "Payments",
+    summary = "List refunds",
+    params(crate::web::ListParams, ("payment_id" = Option<idem::Id>, Query, description = "filter: only this payment's refunds; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of refunds, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Refund>))
+)]
 pub async fn list_refunds(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -16,7 +16,7 @@ use crate::validate::{Validator, NAME_MAX};
 use crate::web::ok_json;
 
 /// The settings of a company.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Settings {
     /// Name shown on documents.
     pub display_name: String,
@@ -31,7 +31,8 @@ pub struct Settings {
 }
 
 /// `{settings, version}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SettingsVersion)]
 pub struct SettingsOut {
     settings: Settings,
     version: i64,
@@ -257,6 +258,17 @@ impl Operation for UpdateSettings {
 }
 
 /// Handles `PATCH /api/company/settings`.
+#[utoipa::path(
+    patch,
+    path = crate::ops::UPDATE_COMPANY_SETTINGS.route,
+    operation_id = crate::ops::UPDATE_COMPANY_SETTINGS.name,
+    tag = "Company",
+    summary = "Change company settings",
+    description = "Applies the given fields and increments `version`; answers 201 on first \
+                      execution like every operation. The record is the settings version.",
+    request_body = ref("#/components/schemas/SettingsPatch"),
+    responses((status = 201, body = crate::domain::settings::SettingsOut))
+)]
 pub async fn update_settings(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -275,6 +287,14 @@ pub async fn update_settings(
 }
 
 /// Handles `GET /api/company/settings`.
+#[utoipa::path(
+    get,
+    path = "/api/company/settings",
+    operation_id = "getCompanySettings",
+    tag = "Company",
+    summary = "Get the company settings",
+    responses((status = 200, description = "The current settings and version.", body = SettingsOut))
+)]
 pub async fn get_settings(State(state): State<AppState>, tenant: Tenant) -> AppResult<Response> {
     Ok(ok_json(&load(&state.db, tenant.company_id).await?))
 }

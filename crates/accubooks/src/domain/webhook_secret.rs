@@ -23,7 +23,8 @@ use crate::web::ok_json;
 use crate::workflows::signature;
 
 /// The secret as the endpoints render it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = WebhookSecret)]
 pub struct Secret {
     secret: String,
     version: i32,
@@ -87,6 +88,14 @@ fn no_store(mut res: Response) -> Response {
 }
 
 /// Handles `GET /api/company/webhook-secret` (admins).
+#[utoipa::path(
+    get,
+    path = "/api/company/webhook-secret",
+    operation_id = "getWebhookSecret",
+    tag = "Workflows",
+    summary = "Get the webhook signing secret (admins)",
+    responses((status = 200, description = "The current secret (created on first use), with `Cache-Control: no-store`.", body = Secret))
+)]
 pub async fn get_secret(State(state): State<AppState>, tenant: Tenant) -> AppResult<Response> {
     tenant.require(Need::Admin)?;
     let s = current_row(&state.db, tenant.company_id).await?;
@@ -153,6 +162,19 @@ impl Operation for RotateSecret {
 }
 
 /// Handles `POST /api/company/webhook-secret/rotate` (admins).
+#[utoipa::path(
+    post,
+    path = crate::ops::ROTATE_WEBHOOK_SECRET.route,
+    operation_id = crate::ops::ROTATE_WEBHOOK_SECRET.name,
+    tag = "Workflows",
+    summary = "Rotate the webhook signing secret",
+    description = "Replaces the company's webhook signing secret (`version` + 1); \
+                      deliveries that start after the commit are signed with the new one. The \
+                      body may be empty or `{}`. The response (and its replays) carry the new \
+                      secret with `Cache-Control: no-store`. The record is the rotation.",
+    request_body = ref("#/components/schemas/RotateIn"),
+    responses((status = 201, body = crate::domain::webhook_secret::Secret))
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -1,10 +1,11 @@
-//! Request bodies of the idempotent operations (closed objects: unknown fields → 422).
+//! Request bodies of the idempotent operations and the operator routes (closed objects:
+//! unknown fields → 422).
 
 use utoipa::openapi::{ComponentsBuilder, ObjectBuilder, Type};
 
 use super::schemas::{
     array, boolean, currency, date, email, enumeration, id, int, money, or_null, prefix, r, text,
-    Obj, DESCRIPTION, NAME, ROLES, SKU, TRIGGERS,
+    Obj, DESCRIPTION, NAME, SKU,
 };
 
 /// Request bodies of the operations.
@@ -125,7 +126,7 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
         "WorkflowIn",
         Obj::new("Body of `createWorkflow`; `active` defaults to true.")
             .req("name", text(NAME))
-            .req("trigger", enumeration(TRIGGERS))
+            .req("trigger", enumeration(crate::domain::workflows::TRIGGERS))
             .req("action", r("WorkflowAction"))
             .opt("active", or_null(boolean(), Type::Boolean))
             .closed()
@@ -167,7 +168,22 @@ pub(super) fn inputs(c: ComponentsBuilder) -> ComponentsBuilder {
         "GrantIn",
         Obj::new("Body of `grantUserAccess`; re-granting changes the role.")
             .req("email", email())
-            .req("role", enumeration(ROLES))
+            .req("role", enumeration(crate::auth::Role::NAMES))
+            .closed()
+            .build(),
+    )
+    .schema(
+        "CompanyIn",
+        Obj::new("Body of `POST /admin/companies`.")
+            .req("name", text(NAME))
+            .opt("email", opt_email())
+            .closed()
+            .build(),
+    )
+    .schema(
+        "TokenIn",
+        Obj::new("Body of `POST /admin/companies/{company_id}/tokens`.")
+            .req("email", email())
             .closed()
             .build(),
     )

@@ -82,17 +82,6 @@ pub(super) fn path_id(name: &str) -> Parameter {
         .build()
 }
 
-/// A query parameter.
-pub(super) fn query(name: &str, description: &str, schema: impl Into<S>) -> Parameter {
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Query)
-        .required(Required::False)
-        .description(Some(description))
-        .schema(Some(schema))
-        .build()
-}
-
 fn header(description: &str, schema: ObjectBuilder) -> utoipa::openapi::Header {
     HeaderBuilder::new()
         .schema(schema)
@@ -100,14 +89,24 @@ fn header(description: &str, schema: ObjectBuilder) -> utoipa::openapi::Header {
         .build()
 }
 
-fn with_request_id(b: ResponseBuilder) -> ResponseBuilder {
-    b.header(
-        "X-Request-Id",
-        header(
-            "the request id (echoed or generated); equals a problem's `request_id`",
-            string("request id"),
-        ),
+/// `Cache-Control: no-store`, on the responses that carry a token.
+pub(super) fn no_store_header() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(enumeration(&["no-store"]))
+        .description(Some("responses carrying a token are never cached"))
+        .build()
+}
+
+/// The `X-Request-Id` response header.
+pub(super) fn request_id_header() -> utoipa::openapi::Header {
+    header(
+        "the request id (echoed or generated); equals a problem's `request_id`",
+        string("request id"),
     )
+}
+
+fn with_request_id(b: ResponseBuilder) -> ResponseBuilder {
+    b.header("X-Request-Id", request_id_header())
 }
 
 /// A JSON success response with the `X-Request-Id` header.
@@ -254,14 +253,5 @@ pub(super) fn bad_query() -> Response {
         "`validation_failed`: a bad `limit`, `cursor` or filter value; `errors` names the \
          parameter.",
         &["validation_failed"],
-    )
-}
-
-/// A 404 on a single-entity read.
-pub(super) fn not_found(what: &str) -> Response {
-    problem(
-        404,
-        &format!("`not_found`: no {what} with this id in your company (or a malformed id)."),
-        &["not_found"],
     )
 }

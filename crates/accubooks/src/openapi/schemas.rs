@@ -1,9 +1,10 @@
-//! Schema helpers, the problem and list schemas, and the assembly of every component
-//! schema (entities, request bodies, operator payloads).
+//! Schema helpers for the hand-written request bodies, the problem document, and the
+//! assembly of every component schema (the derived ones the routes reference, the
+//! request bodies, the problem document).
 //!
 //! Invariants:
-//! - Money is always a string matching [`MONEY_PATTERN`], ids are `uuid` strings and
-//!   timestamps `date-time` strings with exactly six fraction digits, as API.md states.
+//! - Money is always a string matching [`crate::money::PATTERN`] and ids are `uuid`
+//!   strings, as API.md states.
 //! - Request bodies are closed (`additionalProperties: false`): the server rejects
 //!   unknown fields with `422 validation_failed`. Response bodies are open, so a field
 //!   added later is not a breaking change.
@@ -16,10 +17,6 @@ use utoipa::openapi::{
 /// A schema or a reference to one.
 pub(super) type S = RefOr<Schema>;
 
-/// The money pattern of API.md.
-pub(super) const MONEY_PATTERN: &str = r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$";
-const TIMESTAMP_PATTERN: &str =
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$";
 const UUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -28,17 +25,6 @@ pub(super) const NAME: usize = 200;
 pub(super) const DESCRIPTION: usize = 500;
 const EMAIL: usize = 254;
 pub(super) const SKU: usize = 64;
-
-pub(super) const TRIGGERS: &[&str] = &[
-    "invoice.created",
-    "invoice.finalized",
-    "payment.created",
-    "refund.created",
-    "payroll.executed",
-    "inventory.adjusted",
-    "manual",
-];
-pub(super) const ROLES: &[&str] = &["admin", "accountant", "viewer"];
 
 /// A reference to a component schema.
 pub(super) fn r(name: &str) -> S {
@@ -70,7 +56,7 @@ pub(super) fn text(max: usize) -> ObjectBuilder {
 /// A decimal money string.
 pub(super) fn money(description: &str) -> ObjectBuilder {
     typed(Type::String)
-        .pattern(Some(MONEY_PATTERN))
+        .pattern(Some(crate::money::PATTERN))
         .description(Some(description))
         .examples(["125.00"])
 }
@@ -80,14 +66,6 @@ pub(super) fn id() -> ObjectBuilder {
     typed(Type::String)
         .format(Some(SchemaFormat::Custom("uuid".to_owned())))
         .pattern(Some(UUID_PATTERN))
-}
-
-/// A timestamp `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub(super) fn timestamp() -> ObjectBuilder {
-    typed(Type::String)
-        .format(Some(SchemaFormat::Custom("date-time".to_owned())))
-        .pattern(Some(TIMESTAMP_PATTERN))
-        .examples(["2026-01-31T09:30:00.123456Z"])
 }
 
 /// A date `YYYY-MM-DD`.
@@ -170,74 +148,42 @@ impl Obj {
     }
 }
 
-/// `{data: [item], next_cursor}`.
-fn list(item: &str) -> S {
-    Obj::new(&format!(
-        "A page of {item}, newest first (`created_at desc, id desc`)."
-    ))
-    .req("data", array(r(item)))
-    .req(
-        "next_cursor",
-        or_null(
-            string("opaque; non-null only when more rows exist"),
-            Type::String,
-        ),
-    )
-    .build()
-}
-
-/// Problem documents, lists, and the operator surface.
+/// The problem document.
 fn support(c: ComponentsBuilder) -> ComponentsBuilder {
-    let c = c
-        .schema(
-            "FieldError",
-            Obj::new("One invalid field.")
-                .req(
-                    "field",
-                    string("dotted path with `[i]` indexes, e.g. `line_items[2].unit_price`"),
-                )
-                .req("message", string("what is wrong"))
-                .build(),
-        )
-        .schema(
-            "Problem",
-            Obj::new("An RFC 9457 problem document (`application/problem+json`).")
-                .req("type", string("`/problems/<code>`"))
-                .req("title", string("a fixed title per code"))
-                .req("status", int(Some(400), Some(599)))
-                .req("detail", string("this occurrence, for people"))
-                .req("code", string("stable machine code"))
-                .req(
-                    "request_id",
-                    string("equals the `X-Request-Id` response header"),
-                )
-                .opt(
-                    "errors",
-                    array(r("FieldError")).description(Some("present on `validation_failed` only")),
-                )
-                .build(),
-        );
-    let c = [
-        "Customer",
-        "Employee",
-        "Invoice",
-        "Payment",
-        "Refund",
-        "PayrollRun",
-        "BankTransaction",
-        "InventoryItem",
-        "Workflow",
-        "WorkflowInstance",
-        "Member",
-    ]
-    .into_iter()
-    .fold(c, |c, item| c.schema(format!("{item}List"), list(item)));
-    super::operator::schemas(c)
+    c.schema(
+        "FieldError",
+        Obj::new("One invalid field.")
+            .req(
+                "field",
+                string("dotted path with `[i]` indexes, e.g. `line_items[2].unit_price`"),
+            )
+            .req("message", string("what is wrong"))
+            .build(),
+    )
+    .schema(
+        "Problem",
+        Obj::new("An RFC 9457 problem document (`application/problem+json`).")
+            .req("type", string("`/problems/<code>`"))
+            .req("title", string("a fixed title per code"))
+            .req("status", int(Some(400), Some(599)))
+            .req("detail", string("this occurrence, for people"))
+            .req("code", string("stable machine code"))
+            .req(
+                "request_id",
+                string("equals the `X-Request-Id` response header"),
+            )
+            .opt(
+                "errors",
+                array(r("FieldError")).description(Some("present on `validation_failed` only")),
+            )
+            .build(),
+    )
 }
 
-/// Every component schema.
-pub(super) fn components() -> ComponentsBuilder {
-    support(super::inputs::inputs(super::entities::entities(
-        ComponentsBuilder::new(),
-    )))
+/// Every component schema: those the handlers' types reference (`derived`), the
+/// request bodies and the problem document.
+pub(super) fn components(derived: impl IntoIterator<Item = (String, S)>) -> ComponentsBuilder {
+    support(super::inputs::inputs(
+        ComponentsBuilder::new().schemas_from_iter(derived),
+    ))
 }

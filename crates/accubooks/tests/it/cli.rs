@@ -41,6 +41,22 @@ fn contract_doc() -> String {
     format!("{}/../../docs/CONTRACT.md", env!("CARGO_MANIFEST_DIR"))
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_openapi_prints_the_document_the_server_serves() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let served = app.send(app.client.get(app.url("/openapi.json"))).await;
+
+    let out = accubooks(&["contract", "openapi"]);
+
+    expect_exit(&out, 0);
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&served.body),
+        "the printed document is the served one, byte for byte"
+    );
+}
+
 #[test]
 fn contract_verify_agrees_with_the_repository_and_finds_a_missing_row() {
     let ok = accubooks(&[

@@ -5,18 +5,24 @@
 //! tests are skipped with a visible notice.
 //!
 //! Strict: a running `TestApp` that is dropped checks that every workflow instance
-//! settled (within 10 s) and that none failed, unless the test expected it.
+//! settled (within 10 s) and that none failed, unless the test expected it; and every
+//! 2xx response that goes through [`TestApp::send`] (so every request helper) must match
+//! its operation's response schema in the server's own `/openapi.json`
+//! ([`crate::conformance`]), or the test fails there.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use accubooks::app::Application;
 use accubooks::config::{DbArgs, LimitArgs, LogFormat, ServeArgs};
 use accubooks::state::AppState;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OnceCell};
+
+use crate::conformance::Spec;
 
 /// The operator token every test server uses.
 pub const OPERATOR: &str = "acbop_test-operator-token-0123456789";
@@ -263,6 +269,8 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Set by tests whose point is an instance that ends `failed`.
     failed_instances_expected: std::sync::atomic::AtomicBool,
+    /// The served OpenAPI document, fetched on the first 2xx response.
+    spec: OnceCell<Arc<Spec>>,
 }
 
 impl TestApp {
@@ -302,6 +310,7 @@ impl TestApp {
             stop: Some(tx),
             task: Some(task),
             failed_instances_expected: std::sync::atomic::AtomicBool::new(false),
+            spec: OnceCell::new(),
         }
     }
 
@@ -324,16 +333,45 @@ impl TestApp {
         )
     }
 
+    /// Sends a request and reads the whole response; a 2xx response must match the
+    /// served document (see the module doc), or this panics with the operation, the
+    /// path into the body and the schema's message.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let res = req.send().await.expect("request sent");
+        let (client, req) = req.build_split();
+        let req = req.expect("request builds");
+        let (method, path) = (req.method().to_string(), req.url().path().to_owned());
+        let res = client.execute(req).await.expect("request sent");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let body = res.bytes().await.expect("body read");
+        if (200..300).contains(&status) {
+            if let Err(violation) = self.spec().await.check(&method, &path, status, &body) {
+                panic!("the response disagrees with the served OpenAPI document: {violation}");
+            }
+        }
         Resp {
             status,
             headers,
             body,
         }
+    }
+
+    /// The checks built from this server's `/openapi.json` (fetched once).
+    pub async fn spec(&self) -> Arc<Spec> {
+        self.spec
+            .get_or_init(|| async {
+                let res = self
+                    .client
+                    .get(self.url("/openapi.json"))
+                    .send()
+                    .await
+                    .expect("the OpenAPI document is served");
+                assert_eq!(res.status().as_u16(), 200, "GET /openapi.json");
+                let doc: Value = res.json().await.expect("the OpenAPI document is JSON");
+                Arc::new(Spec::new(doc))
+            })
+            .await
+            .clone()
     }
 
     pub fn url(&self, path: &str) -> String {

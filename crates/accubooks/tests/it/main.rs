@@ -3,6 +3,7 @@
 //! Integration tests: the real server on port 0, on SQLite and (with
 //! `DATABASE_URL_TEST`) PostgreSQL. Every behavioural test runs on both backends.
 
+mod conformance;
 mod harness;
 
 mod access;

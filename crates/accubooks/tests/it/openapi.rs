@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the document declares every registered operation with its
 //! idempotency contract, and the reads, operator and health routes.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp};
@@ -14,6 +14,22 @@ async fn fetch(app: &TestApp) -> (crate::harness::Resp, Value) {
 
 fn operation<'a>(doc: &'a Value, method: &str, route: &str) -> &'a Value {
     &doc["paths"][route][method.to_ascii_lowercase()]
+}
+
+/// `schema`, or the component schema it refers to.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => &doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")],
+        None => schema,
+    }
+}
+
+/// The non-null alternative of a nullable schema (`oneOf: [null, X]`), else `schema`.
+fn non_null(schema: &Value) -> &Value {
+    schema["oneOf"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["type"] != "null"))
+        .unwrap_or(schema)
 }
 
 async fn the_document_is_served_without_a_token_as_openapi_3_json(backend: Backend) {
@@ -90,14 +106,21 @@ async fn creates_declare_their_location_and_money_is_a_decimal_string(backend: B
     assert!(customers["responses"]["201"]["headers"]["Location"].is_object());
     let settings = operation(&doc, "PATCH", "/api/company/settings");
     assert!(settings["responses"]["201"]["headers"]["Location"].is_null());
-    let salary = &doc["components"]["schemas"]["Employee"]["properties"]["annual_salary"];
+    let employee = &doc["components"]["schemas"]["Employee"];
+    let salary = resolve(&doc, non_null(&employee["properties"]["annual_salary"]));
+    assert_eq!(salary["type"], "string");
     assert_eq!(
         salary["pattern"],
         r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?$"
     );
+    let refunded = &doc["components"]["schemas"]["Payment"]["properties"]["amount_refunded"];
+    assert_eq!(resolve(&doc, refunded)["pattern"], salary["pattern"]);
     let customer = &doc["components"]["schemas"]["Customer"]["properties"];
-    assert_eq!(customer["id"]["format"], "uuid");
-    assert_eq!(customer["created_at"]["format"], "date-time");
+    assert_eq!(resolve(&doc, &customer["id"])["format"], "uuid");
+    assert_eq!(
+        resolve(&doc, &customer["created_at"])["format"],
+        "date-time"
+    );
 }
 
 async fn reads_admin_and_health_routes_are_documented(backend: Backend) {
@@ -134,7 +157,50 @@ async fn reads_admin_and_health_routes_are_documented(backend: Backend) {
     assert_eq!(health["security"], serde_json::json!([{}]));
 }
 
+async fn a_body_that_drifts_from_the_served_schema_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let company = app.create_company("Drift").await;
+    let created = app
+        .post(
+            "/api/customers",
+            &company.token,
+            "k1",
+            &json!({"name": "Ada"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let spec = app.spec().await;
+    let check =
+        |body: &Value| spec.check("POST", "/api/customers", 201, body.to_string().as_bytes());
+    assert_eq!(check(&created.json()), Ok(()));
+
+    let mut extra = created.json();
+    extra["amount_refunded"] = json!("0.00");
+    let mut missing = created.json();
+    missing.as_object_mut().map(|o| o.remove("created_at"));
+    let mut mistyped = created.json();
+    mistyped["email"] = json!(5);
+    let mut bad_id = created.json();
+    bad_id["id"] = json!("not-a-uuid");
+
+    for (body, needle) in [
+        (extra, "amount_refunded"),
+        (missing, "created_at"),
+        (mistyped, "/email"),
+        (bad_id, "/id"),
+    ] {
+        let refused = check(&body).expect_err(needle);
+        assert!(refused.contains("createCustomer"), "{refused}");
+        assert!(refused.contains(needle), "{refused}");
+    }
+    let undocumented = spec.check("GET", "/api/nowhere", 200, b"{}");
+    assert!(undocumented.is_err_and(|e| e.contains("no such operation")));
+    let wrong_status = spec.check("POST", "/api/customers", 204, b"");
+    assert!(wrong_status.is_err_and(|e| e.contains("not a documented response")));
+}
+
 backend_tests!(
+    a_body_that_drifts_from_the_served_schema_is_refused,
     the_document_is_served_without_a_token_as_openapi_3_json,
     every_registered_operation_declares_its_idempotency_contract,
     creates_declare_their_location_and_money_is_a_decimal_string,

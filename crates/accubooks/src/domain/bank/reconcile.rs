@@ -141,6 +141,18 @@ impl Operation for ReconcileLedger {
 }
 
 /// Handles `POST /api/bank-transactions/{id}/reconcile`.
+#[utoipa::path(
+    post,
+    path = crate::ops::RECONCILE_LEDGER.route,
+    operation_id = crate::ops::RECONCILE_LEDGER.name,
+    tag = "Banking",
+    summary = "Reconcile a bank transaction with a payment",
+    description = "Matches the transaction with a payment of the same original amount. The \
+                      record is the reconciliation; a retry after expiry returns the bank \
+                      transaction as it is now.",
+    request_body = ref("#/components/schemas/ReconcileIn"),
+    responses((status = 201, body = crate::domain::bank::BankTransaction), (status = 404, description = "the bank transaction or `payment_id` does not exist in your company"))
+)]
 pub async fn reconcile_ledger(
     IdPath(transaction): IdPath,
     State(state): State<AppState>,

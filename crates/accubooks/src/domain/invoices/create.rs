@@ -207,6 +207,18 @@ impl Operation for CreateInvoice {
 }
 
 /// Handles `POST /api/invoices`.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_INVOICE.route,
+    operation_id = crate::ops::CREATE_INVOICE.name,
+    tag = "Invoices",
+    summary = "Create a draft invoice",
+    description = "Creates a `draft` invoice with `number: null`; line amounts and totals \
+                      are computed with checked arithmetic (a computed amount beyond 12 integer \
+                      digits → 422 naming that field). Emits `invoice.created`.",
+    request_body = ref("#/components/schemas/InvoiceIn"),
+    responses((status = 201, body = crate::domain::invoices::Invoice), (status = 404, description = "`customer_id` does not exist in your company (the detail names the field)"))
+)]
 pub async fn create_invoice(
     State(state): State<AppState>,
     tenant: Tenant,

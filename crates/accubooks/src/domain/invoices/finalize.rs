@@ -126,6 +126,19 @@ impl Operation for FinalizeInvoice {
 }
 
 /// Handles `POST /api/invoices/{id}/finalize`.
+#[utoipa::path(
+    post,
+    path = crate::ops::FINALIZE_INVOICE.route,
+    operation_id = crate::ops::FINALIZE_INVOICE.name,
+    tag = "Invoices",
+    summary = "Finalize a draft invoice",
+    description = "Numbers the invoice with the company's `invoice_prefix` and a gap-free \
+                      sequence (`INV-000001`) and opens it (`paid` when its total is 0.00). \
+                      The body must be `{}` or empty. The record is the finalization; a retry \
+                      after expiry returns the invoice as it is now. Emits `invoice.finalized`.",
+    request_body = ref("#/components/schemas/EmptyIn"),
+    responses((status = 201, body = crate::domain::invoices::Invoice), (status = 404, description = "the invoice does not exist in your company"))
+)]
 pub async fn finalize_invoice(
     IdPath(invoice): IdPath,
     State(state): State<AppState>,

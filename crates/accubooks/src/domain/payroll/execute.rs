@@ -281,6 +281,20 @@ impl Operation for ExecutePayroll {
 }
 
 /// Handles `POST /api/payroll-runs`.
+#[utoipa::path(
+    post,
+    path = crate::ops::EXECUTE_PAYROLL.route,
+    operation_id = crate::ops::EXECUTE_PAYROLL.name,
+    tag = "Payroll",
+    summary = "Execute a payroll run",
+    description = "Creates one stub per active employee: salaried gross = annual_salary / \
+                      24, hourly = rate × hours (0.00 without hours), rounded half away from \
+                      zero. `hours` keys must be active hourly employees of the company (else \
+                      422 `validation_failed` at `hours.<key>`, never 404). Emits \
+                      `payroll.executed`.",
+    request_body = ref("#/components/schemas/PayrollRunIn"),
+    responses((status = 201, body = crate::domain::payroll::PayrollRun))
+)]
 pub async fn execute_payroll(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -43,8 +43,24 @@ struct InstanceRow {
     notification_created_at: Option<Ts>,
 }
 
+fn entity_type_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&[
+        "invoice",
+        "invoice_finalization",
+        "payment",
+        "refund",
+        "payroll_run",
+        "inventory_adjustment",
+        "manual",
+    ])
+}
+
+fn status_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&["pending", "running", "delivered", "failed"])
+}
+
 /// The notification a `notify` instance wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 struct Notification {
     id: Id,
     target: String,
@@ -52,20 +68,32 @@ struct Notification {
 }
 
 /// A workflow instance, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowInstance)]
 pub struct Instance {
     id: Id,
     workflow_id: Id,
+    #[schema(schema_with = entity_type_schema)]
     trigger_entity_type: String,
+    /// The entity whose event created the instance; null for a manual trigger.
+    #[schema(required = true, value_type = Option<Id>)]
     trigger_entity_id: Option<String>,
+    /// The trigger's `input` (manual) or the event's entity; `null` when none.
     input: Value,
+    #[schema(schema_with = status_schema)]
     status: String,
+    #[schema(minimum = 0)]
     attempts: i32,
+    #[schema(required = true)]
     last_error: Option<String>,
+    #[schema(required = true)]
     next_attempt_at: Option<Ts>,
     created_at: Ts,
     updated_at: Ts,
+    #[schema(required = true)]
     completed_at: Option<Ts>,
+    /// What a `notify` instance recorded; null otherwise.
+    #[schema(required = true)]
     notification: Option<Notification>,
 }
 
@@ -211,6 +239,17 @@ impl Operation for TriggerWorkflow {
 
 /// Handles `POST /api/workflows/{id}/trigger`. The instance is the operation's own
 /// record (not an emitted one), so a 201 wakes the worker explicitly.
+#[utoipa::path(
+    post,
+    path = crate::ops::TRIGGER_WORKFLOW.route,
+    operation_id = crate::ops::TRIGGER_WORKFLOW.name,
+    tag = "Workflows",
+    summary = "Trigger a workflow manually",
+    description = "Creates a workflow instance with `trigger_entity_type: \"manual\"`. The \
+                      body may be empty, `{}` or `{\"input\": {...}}`.",
+    request_body = ref("#/components/schemas/TriggerIn"),
+    responses((status = 201, body = crate::domain::workflows::instances::Instance), (status = 404, description = "the workflow does not exist in your company"))
+)]
 pub async fn trigger_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
@@ -238,6 +277,17 @@ pub async fn trigger_workflow(
 }
 
 /// Handles `GET /api/workflow-instances/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/workflow-instances/{id}",
+    operation_id = "getWorkflowInstance",
+    tag = "Workflows",
+    summary = "Get a workflow instance",
+    responses(
+        (status = 200, description = "The workflow instance, in the shape its create returned.", body = Instance),
+        (status = 404, description = "no workflow instance with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_instance(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -250,6 +300,15 @@ pub async fn get_instance(
 }
 
 /// Handles `GET /api/workflow-instances?trigger_entity_id=`.
+#[utoipa::path(
+    get,
+    path = "/api/workflow-instances",
+    operation_id = "listWorkflowInstances",
+    tag = "Workflows",
+    summary = "List workflow instances",
+    params(crate::web::ListParams, ("trigger_entity_id" = Option<idem::Id>, Query, description = "filter: only the instances this entity's event created; a value matching nothing gives an empty page")),
+    responses((status = 200, description = "A page of workflow instances, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Instance>))
+)]
 pub async fn list_instances(
     State(state): State<AppState>,
     tenant: Tenant,

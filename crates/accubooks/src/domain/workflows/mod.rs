@@ -45,6 +45,10 @@ pub const TRIGGERS: &[&str] = &[
     "manual",
 ];
 
+fn trigger_schema() -> utoipa::openapi::Object {
+    crate::openapi::one_of(TRIGGERS)
+}
+
 /// Longest webhook URL.
 pub const URL_MAX: usize = 2048;
 
@@ -61,7 +65,8 @@ struct WorkflowRow {
 }
 
 /// What a workflow does.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WorkflowAction)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Action {
     Notify { target: String },
@@ -69,10 +74,11 @@ enum Action {
 }
 
 /// A workflow, as every endpoint renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Workflow {
     id: Id,
     name: String,
+    #[schema(schema_with = trigger_schema)]
     trigger: String,
     action: Action,
     active: bool,
@@ -338,6 +344,18 @@ impl Operation for UpdateWorkflow {
 
 /// Handles `POST /api/workflows`. Reads the body first (after the role check, so the
 /// order of checks is unchanged) to resolve a webhook URL outside the transaction.
+#[utoipa::path(
+    post,
+    path = crate::ops::CREATE_WORKFLOW.route,
+    operation_id = crate::ops::CREATE_WORKFLOW.name,
+    tag = "Workflows",
+    summary = "Create a workflow",
+    description = "On each event `trigger`, an active workflow gets an instance that runs \
+                      `action` asynchronously, at least once (webhooks: signed with \
+                      HMAC-SHA256, `Idempotency-Key: <instance id>`, retried with backoff).",
+    request_body = ref("#/components/schemas/WorkflowIn"),
+    responses((status = 201, body = crate::domain::workflows::Workflow))
+)]
 pub async fn create_workflow(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -378,6 +396,19 @@ pub async fn create_workflow(
 }
 
 /// Handles `PATCH /api/workflows/{id}`.
+#[utoipa::path(
+    patch,
+    path = crate::ops::UPDATE_WORKFLOW.route,
+    operation_id = crate::ops::UPDATE_WORKFLOW.name,
+    tag = "Workflows",
+    summary = "Activate or deactivate a workflow",
+    description = "Sets `active`; answers 201 on first execution like every operation, \
+                      without `Location`. An inactive workflow gets no instances from events \
+                      and refuses manual triggers (`workflow_inactive`); instances already \
+                      written still run. The record is the workflow update.",
+    request_body = ref("#/components/schemas/WorkflowPatch"),
+    responses((status = 201, body = crate::domain::workflows::Workflow), (status = 404, description = "the workflow does not exist in your company"))
+)]
 pub async fn update_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
@@ -401,6 +432,17 @@ pub async fn update_workflow(
 }
 
 /// Handles `GET /api/workflows/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/workflows/{id}",
+    operation_id = "getWorkflow",
+    tag = "Workflows",
+    summary = "Get a workflow",
+    responses(
+        (status = 200, description = "The workflow, in the shape its create returned.", body = Workflow),
+        (status = 404, description = "no workflow with this id in your company (or a malformed id)")
+    )
+)]
 pub async fn get_workflow(
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -413,6 +455,15 @@ pub async fn get_workflow(
 }
 
 /// Handles `GET /api/workflows`.
+#[utoipa::path(
+    get,
+    path = "/api/workflows",
+    operation_id = "listWorkflows",
+    tag = "Workflows",
+    summary = "List workflows",
+    params(crate::web::ListParams),
+    responses((status = 200, description = "A page of workflows, newest first (`created_at desc, id desc`).", body = crate::web::ListPage<Workflow>))
+)]
 pub async fn list_workflows(
     State(state): State<AppState>,
     tenant: Tenant,
