@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::execute::{Engine, Operation, Rejected, RequestMeta, WriteError, WriteRequest};
-use crate::fingerprint::{canonical, parse_strict, Fingerprint};
+use crate::fingerprint::{parse_canonical, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError, Scope};
 use crate::registry::OperationDef;
 
@@ -382,7 +382,7 @@ impl Gate {
         let (value, canonical_body) = if empty_allowed {
             (Value::Object(serde_json::Map::new()), String::from("{}"))
         } else {
-            match parse_strict(&bytes).and_then(|v| Ok((v, canonical(&bytes)?))) {
+            match parse_canonical(&bytes) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     return refuse(

@@ -86,6 +86,11 @@ proptest! {
 
     #[test]
     fn the_canonical_form_is_a_fixed_point_and_fingerprints_agree(text in json_text()) {
+        prop_assert_eq!(
+            parse_strict(text.as_bytes()).is_ok(),
+            idem::fingerprint::parse_canonical(text.as_bytes()).is_ok(),
+            "the gate accepts exactly what parse_strict accepts: {}", text
+        );
         if parse_strict(text.as_bytes()).is_ok() {
             let c = canonical(text.as_bytes());
             prop_assert!(c.is_ok(), "an accepted body has a canonical form: {text}");
@@ -151,6 +156,12 @@ fn corpus() {
     ] {
         assert_eq!(
             parse_strict(body).is_ok(),
+            ok,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(
+            idem::fingerprint::parse_canonical(body).is_ok(),
             ok,
             "{}",
             String::from_utf8_lossy(body)
