@@ -138,11 +138,6 @@ struct ClaimRow {
     remaining_us: Option<i64>,
 }
 
-const LOOKUP_SQL_PG: &str = "select fingerprint, response_status, response_body, location, \
-     expires_at, (extract(epoch from expires_at - now()) * 1000000)::bigint as remaining_us \
-     from idempotency_keys \
-     where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > now()";
-
 const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_body, location, \
      expires_at, expires_at - $4 as remaining_us from idempotency_keys \
      where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > $4";
@@ -164,8 +159,8 @@ pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sq
                 .await?
         }
         // The write gate and BEGIN IMMEDIATE already made this the only writer.
-        Tx::Sqlite { .. } => {
-            return Ok(match lookup(tx, scope).await? {
+        Tx::Sqlite { tx, .. } => {
+            return Ok(match lookup_sqlite(tx, scope).await? {
                 Some(record) => Claim::Completed(record),
                 None => Claim::Claimed,
             })
@@ -202,27 +197,19 @@ fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// Reads the live completed record of `scope`, if there is one.
-pub async fn lookup(tx: &mut Tx, scope: &Scope) -> Result<Option<Record>, sqlx::Error> {
-    let row = match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query_as::<_, RecordRow>(LOOKUP_SQL_PG)
-                .bind(&scope.tenant)
-                .bind(scope.operation)
-                .bind(scope.key.as_str())
-                .fetch_optional(tx.exec())
-                .await?
-        }
-        Tx::Sqlite { tx, .. } => {
-            sqlx::query_as::<_, RecordRow>(LOOKUP_SQL_SQLITE)
-                .bind(&scope.tenant)
-                .bind(scope.operation)
-                .bind(scope.key.as_str())
-                .bind(Ts::now())
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-    };
+/// SQLite's claim: the live completed record, read inside the writer's transaction
+/// (PostgreSQL reads it inside `idem_claim()`).
+async fn lookup_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    scope: &Scope,
+) -> Result<Option<Record>, sqlx::Error> {
+    let row = sqlx::query_as::<_, RecordRow>(LOOKUP_SQL_SQLITE)
+        .bind(&scope.tenant)
+        .bind(scope.operation)
+        .bind(scope.key.as_str())
+        .bind(Ts::now())
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(row.map(Record::from))
 }
 
