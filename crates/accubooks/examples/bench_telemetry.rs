@@ -20,16 +20,14 @@
 //! `bench_telemetry [--iterations N] [--batches B] > /dev/null` (the results go to stderr).
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accubooks::config::LogFormat;
 use bytes::Bytes;
 use clap::Parser;
-use idem::execute::{RequestMeta, WriteError, WriteReply, WriteRequest};
-use idem::telemetry::{AuditQueue, Metrics};
-use idem::{Db, Engine, EngineConfig, Fingerprint, IdempotencyKey, NoEmitter, Scope};
-use tokio_util::sync::CancellationToken;
+use idem::fingerprint::Fingerprint;
+use idem::telemetry::Metrics;
+use idem::{Db, Idem, IdempotencyKey, RequestMeta, Scope, WriteError, WriteReply, WriteRequest};
 use uuid::Uuid;
 
 /// Times the per-write telemetry of idem (benchmark only).
@@ -43,9 +41,9 @@ struct Cli {
     batches: u32,
 }
 
-/// One write's telemetry: the engine's own [`Engine::observe`], the call it makes for
+/// One write's telemetry: the engine's own [`Idem::observe`], the call it makes for
 /// every answer.
-fn observe(engine: &Engine, scope: &Scope, request_id: &str, replayed: bool) {
+fn observe(engine: &Idem, scope: &Scope, request_id: &str, replayed: bool) {
     let req = WriteRequest {
         op: &accubooks::ops::CREATE_CUSTOMER,
         scope: scope.clone(),
@@ -85,13 +83,13 @@ struct Cost {
 }
 
 /// Times `iterations` writes.
-fn batch(engine: &Engine, tenant: &str, iterations: u32, replayed: bool) -> anyhow::Result<Cost> {
+fn batch(engine: &Idem, tenant: &str, iterations: u32, replayed: bool) -> anyhow::Result<Cost> {
     // Keys and request ids are made before the clock starts: the server has them already.
     let inputs = (0..iterations)
         .map(|i| {
             let key = IdempotencyKey::parse(format!("n-bench-{i}").as_bytes())?;
             Ok((
-                Scope::new(tenant, "createCustomer", key),
+                Scope::new(accubooks::ops::TENANCY, tenant, "createCustomer", key),
                 Uuid::now_v7().to_string(),
             ))
         })
@@ -137,30 +135,22 @@ fn main() -> anyhow::Result<()> {
         )
         .await?;
         idem::migrate::IDEM.run(&db).await?;
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        metrics.init_operation("createCustomer", "high-risk");
-        let stop = CancellationToken::new();
-        let (audit, writer) = AuditQueue::start(db.clone(), metrics.clone(), 65_536, stop.clone());
-        let engine = Engine::new(
-            db.clone(),
-            EngineConfig::default(),
-            metrics.clone(),
-            audit,
-            Arc::new(NoEmitter),
-            stop.clone(),
-        );
+        let engine = Idem::builder(db.clone())
+            .tenancy(accubooks::ops::TENANCY)
+            .operations(&accubooks::ops::registry())
+            .build();
+        let metrics = engine.metrics();
         let tenant = Uuid::new_v4().to_string();
         for (kind, replayed) in [("new", false), ("replay", true)] {
             // One untimed batch warms caches, label sets and the log writer.
             batch(&engine, &tenant, cli.iterations, replayed)?;
-            drained(&metrics).await;
+            drained(metrics).await;
             let (mut wall, mut cpu) = (Vec::new(), Vec::new());
             for _ in 0..cli.batches.max(1) {
                 let cost = batch(&engine, &tenant, cli.iterations, replayed)?;
                 wall.push(cost.wall);
                 cpu.push(cost.cpu);
-                drained(&metrics).await;
+                drained(metrics).await;
             }
             let what = if replayed {
                 "metrics + log event + audit enqueue"
@@ -173,8 +163,7 @@ fn main() -> anyhow::Result<()> {
                 median(cpu)
             );
         }
-        stop.cancel();
-        writer.finish().await;
+        engine.shutdown().await;
         db.close().await;
         anyhow::Ok(())
     })

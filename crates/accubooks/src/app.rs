@@ -13,8 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use http::StatusCode;
 use idem::migrate::{MigrationSet, IDEM};
-use idem::telemetry::{AuditQueue, AuditWriter, Metrics};
-use idem::{Db, Engine, EngineConfig, Gate, Problem, Registry};
+use idem::{Db, Idem, Problem, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -233,8 +232,6 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
-    audit_writer: AuditWriter,
-    audit_stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -283,37 +280,26 @@ impl Application {
         }
 
         let shutdown = CancellationToken::new();
-        let audit_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        for def in ops::registry().operations() {
-            metrics.init_operation(def.name, def.kind.label());
-        }
         let http_metrics = HttpMetrics::register(&mut registry);
         let outbox = OutboxHandle::new(&mut registry);
-        let (audit, audit_writer) = AuditQueue::start_bounded(
-            db.clone(),
-            metrics.clone(),
-            65_536,
-            usize::try_from(args.limits.audit_queue_bytes).unwrap_or(usize::MAX),
-            audit_stop.clone(),
-        );
-        let engine = Engine::new(
-            db.clone(),
-            EngineConfig {
-                lease: args.lease,
-                key_ttl: args.key_ttl,
-                max_wait: args.max_wait,
-                // The in-flight cap bounds requests; this bounds their executions, which
-                // outlive requests whose clients left.
-                max_executions: usize::try_from(args.limits.max_in_flight).unwrap_or(usize::MAX),
-                ..EngineConfig::default()
-            },
-            metrics,
-            audit,
-            Arc::new(outbox.emitter()),
-            shutdown.clone(),
-        );
+        let idem = Idem::builder(db.clone())
+            .tenancy(ops::TENANCY)
+            .lease(args.lease)
+            .key_ttl(args.key_ttl)
+            .max_wait(args.max_wait)
+            // The in-flight cap bounds requests; this bounds their executions, which
+            // outlive requests whose clients left.
+            .max_executions(usize::try_from(args.limits.max_in_flight).unwrap_or(usize::MAX))
+            .audit_queue(
+                65_536,
+                usize::try_from(args.limits.audit_queue_bytes).unwrap_or(usize::MAX),
+            )
+            .emitter(outbox.emitter())
+            .shutdown_token(shutdown.clone())
+            .operations(&ops::registry())
+            .metrics(&mut registry)
+            .build();
         let schedule = jobs::parse_schedule(&args.prune_schedule).map_err(anyhow::Error::msg)?;
         let worker = Worker::new(
             db.clone(),
@@ -329,7 +315,7 @@ impl Application {
         );
         let state = AppState {
             db,
-            gate: Gate::new(engine),
+            idem,
             config: Arc::new(args),
             metrics: Arc::new(registry),
             auth: Arc::new(AuthCache::default()),
@@ -352,8 +338,6 @@ impl Application {
             listener,
             router,
             state,
-            audit_writer,
-            audit_stop,
             tasks,
         })
     }
@@ -383,8 +367,6 @@ impl Application {
             listener,
             router,
             state,
-            audit_writer,
-            audit_stop,
             tasks,
         } = self;
         let shutdown = state.shutdown.clone();
@@ -410,7 +392,7 @@ impl Application {
         // The reserve bounds everything after the requests, whatever the store does.
         let deadline = tokio::time::Instant::now() + DRAIN_RESERVE;
         shutdown.cancel();
-        stop_background_work(&state, tasks, audit_writer, audit_stop, deadline).await;
+        stop_background_work(&state, tasks, deadline).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -431,12 +413,10 @@ const DRAIN_RESERVE: Duration = Duration::from_secs(5);
 async fn stop_background_work(
     state: &AppState,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    audit_writer: AuditWriter,
-    audit_stop: CancellationToken,
     deadline: tokio::time::Instant,
 ) {
     let step = |share: u32| deadline - DRAIN_RESERVE * share / 5;
-    let engine = state.engine();
+    let engine = state.idem();
     if tokio::time::timeout_at(step(3), engine.drain())
         .await
         .is_err()
@@ -453,8 +433,7 @@ async fn stop_background_work(
             abort.abort();
         }
     }
-    audit_stop.cancel();
-    if tokio::time::timeout_at(step(1), audit_writer.finish())
+    if tokio::time::timeout_at(step(1), engine.finish_audit())
         .await
         .is_err()
     {

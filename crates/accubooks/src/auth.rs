@@ -112,10 +112,7 @@ impl Tenant {
 
     /// The idem writer (tenant scope and user).
     pub fn writer(&self) -> idem::Writer {
-        idem::Writer {
-            tenant: self.company_id.to_string(),
-            user_id: Some(self.user_id.to_string()),
-        }
+        idem::Writer::tenant(self.company_id.to_string()).user(self.user_id.to_string())
     }
 }
 

@@ -1,23 +1,40 @@
 //! The mutation registry of AccuBooks: every idempotent operation and every exempt route.
 
 use http::Method;
-use idem::{OperationDef, OperationType, Registry};
+use idem::{OperationDef, Registry};
+
+/// What AccuBooks calls a tenant: the first part of every deterministic record id
+/// (`company:{company_id}:op:…`).
+pub const TENANCY: &str = "company";
+
+/// The kind (metric label `type`) of a write that moves or records money.
+pub const FINANCIAL: &str = "financial";
+
+/// The kind of a write whose duplication is costly (customers, access, settings…).
+pub const HIGH_RISK: &str = "high-risk";
 
 macro_rules! op {
     ($ident:ident, $name:literal, $kind:ident, $method:ident, $route:literal, [$($table:literal),*]) => {
-        op!($ident, $name, $kind, $method, $route, [$($table),*], false);
-    };
-    ($ident:ident, $name:literal, $kind:ident, $method:ident, $route:literal, [$($table:literal),*], $empty:literal) => {
         #[doc = concat!("`", $name, "`: ", stringify!($method), " ", $route)]
-        pub static $ident: OperationDef = OperationDef {
-            name: $name,
-            kind: OperationType::$kind,
-            method: Method::$method,
-            route: $route,
-            tables: &[$($table),*],
-            ttl: None,
-            empty_body_is_empty_object: $empty,
-        };
+        pub static $ident: OperationDef = OperationDef::new($name, Method::$method, $route)
+            .kind(kind!($kind))
+            .tables(&[$($table),*]);
+    };
+    ($ident:ident, $name:literal, $kind:ident, $method:ident, $route:literal, [$($table:literal),*], true) => {
+        #[doc = concat!("`", $name, "`: ", stringify!($method), " ", $route)]
+        pub static $ident: OperationDef = OperationDef::new($name, Method::$method, $route)
+            .kind(kind!($kind))
+            .tables(&[$($table),*])
+            .empty_body_is_empty_object();
+    };
+}
+
+macro_rules! kind {
+    (Financial) => {
+        FINANCIAL
+    };
+    (HighRisk) => {
+        HIGH_RISK
     };
 }
 
@@ -231,9 +248,9 @@ mod tests {
     fn every_registered_operation_names_its_record_table() {
         for def in registry().operations() {
             assert!(
-                record_table(def.name).is_some_and(|t| def.tables.contains(&t)),
+                record_table(def.name()).is_some_and(|t| def.written_tables().contains(&t)),
                 "{}: record table missing or not among its tables",
-                def.name
+                def.name()
             );
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use idem::{Db, Engine, Gate};
+use idem::{Db, Idem};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthCache;
@@ -14,8 +14,8 @@ use crate::jobs::JobHealth;
 pub struct AppState {
     /// The store.
     pub db: Db,
-    /// The idempotency gate (and through it the engine).
-    pub gate: Gate,
+    /// The exactly-once engine behind every operation.
+    pub idem: Idem,
     /// Settings.
     pub config: Arc<ServeArgs>,
     /// This app's metrics registry (never a global).
@@ -35,8 +35,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The engine.
-    pub fn engine(&self) -> &Engine {
-        self.gate.engine()
+    /// The exactly-once engine.
+    pub fn idem(&self) -> &Idem {
+        &self.idem
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Idem {
+    fn from_ref(state: &AppState) -> Idem {
+        state.idem.clone()
     }
 }

@@ -94,7 +94,12 @@ mod tests {
     use crate::key::IdempotencyKey;
 
     fn scope(k: &str) -> Scope {
-        Scope::new("t", "op", IdempotencyKey::parse(k.as_bytes()).expect("key"))
+        Scope::new(
+            "tenant",
+            "t",
+            "op",
+            IdempotencyKey::parse(k.as_bytes()).expect("key"),
+        )
     }
 
     fn entry(len: usize, remaining: Duration) -> Arc<Cached> {

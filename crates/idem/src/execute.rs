@@ -1,4 +1,4 @@
-//! `Engine::run`: the one place that implements the idempotent-write state machine.
+//! `Idem::run`: the one place that implements the idempotent-write state machine.
 //!
 //! | state of the scope                      | same fingerprint             | other fingerprint |
 //! |-----------------------------------------|------------------------------|-------------------|
@@ -47,16 +47,19 @@ use uuid::Uuid;
 use crate::cache::{Cached, ReplayCache};
 use crate::db::{Db, Ts, Tx};
 use crate::fingerprint::Fingerprint;
+use crate::http::Problem;
 use crate::key::Scope;
 use crate::registry::OperationDef;
 use crate::store::{self, Claim, Lease, Record, StoredResponse};
-use crate::telemetry::{AuditQueue, Metrics};
+use crate::telemetry::{AuditQueue, AuditWriter, Metrics};
 
-pub use crate::observe::Rejected;
+pub(crate) use crate::observe::Rejected;
 
-/// Engine settings.
+/// The engine's settings, set through [`Builder`](crate::Builder) and read with
+/// [`Idem::config`].
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+#[non_exhaustive]
+pub struct Config {
     /// How long an executor's session may sit idle in its transaction, or run one
     /// statement, before the store ends it and the key can be taken over (PostgreSQL).
     pub lease: Duration,
@@ -72,9 +75,13 @@ pub struct EngineConfig {
     /// Writes executing at once, counting those whose clients left; past it a write is
     /// refused (503) before it claims its key, so abandoned requests cannot pile up work.
     pub max_executions: usize,
+    /// Largest accepted request body, in bytes (413 past it).
+    pub body_limit: usize,
+    /// What the service calls a tenant (`company`), in every deterministic id.
+    pub tenancy: &'static str,
 }
 
-impl Default for EngineConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
@@ -83,12 +90,15 @@ impl Default for EngineConfig {
             max_wait: Duration::from_secs(30),
             replay_cache_bytes: 16 * 1024 * 1024,
             max_executions: 2048,
+            body_limit: crate::http::DEFAULT_BODY_LIMIT,
+            tenancy: "tenant",
         }
     }
 }
 
 /// A domain event emitted inside a write's transaction.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Event {
     /// Event name (`payment.created`).
     pub name: &'static str,
@@ -96,6 +106,17 @@ pub struct Event {
     pub entity_type: &'static str,
     /// The operation's record id.
     pub entity_id: Uuid,
+}
+
+impl Event {
+    /// The event `name` (`payment.created`) of the record `entity_id` of `entity_type`.
+    pub fn new(name: &'static str, entity_type: &'static str, entity_id: Uuid) -> Self {
+        Self {
+            name,
+            entity_type,
+            entity_id,
+        }
+    }
 }
 
 /// Schedules side effects for events, in the write's transaction (the outbox).
@@ -139,6 +160,7 @@ pub trait OperationError: Send + 'static {
 
 /// The operation's record as found by its deterministic id.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Existing {
     /// Fingerprint of the request that created it.
     pub fingerprint: String,
@@ -148,13 +170,68 @@ pub struct Existing {
     pub location: Option<String>,
 }
 
+impl Existing {
+    /// The record kept `fingerprint`; `value` is the resource now, serialized as JSON
+    /// (a value that cannot be is a `500 internal`).
+    pub fn json<T: serde::Serialize>(
+        fingerprint: impl Into<String>,
+        value: &T,
+    ) -> Result<Self, Problem> {
+        Ok(Self {
+            fingerprint: fingerprint.into(),
+            body: to_json(value)?,
+            location: None,
+        })
+    }
+
+    /// Sets the `Location` of the answer.
+    pub fn location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+}
+
 /// What a successful execution returns (answered with 201).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Created {
     /// Response body, exactly as it will be replayed.
     pub body: Vec<u8>,
     /// `Location`, if the operation has one.
     pub location: Option<String>,
+}
+
+impl Created {
+    /// A 201 whose body is `value` serialized as JSON (a value that cannot be is a
+    /// `500 internal`).
+    pub fn json<T: serde::Serialize>(value: &T) -> Result<Self, Problem> {
+        Ok(Self::bytes(to_json(value)?))
+    }
+
+    /// A 201 with these exact body bytes (JSON).
+    pub fn bytes(body: Vec<u8>) -> Self {
+        Self {
+            body,
+            location: None,
+        }
+    }
+
+    /// Sets the 201's `Location`.
+    pub fn location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Problem> {
+    serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(error = %e, "a response body could not be serialized");
+        Problem::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        )
+    })
 }
 
 /// One idempotent operation, executed inside the engine's transaction.
@@ -167,12 +244,17 @@ pub trait Operation: Send + Sync {
     /// Consulted only when an execution fails: a record standing from a key that expired
     /// makes the execution fail (its row's id is taken), and the engine then rolls back
     /// and tries once more, this time asking here first. A new write never pays for it.
+    ///
+    /// Without it (the default finds nothing), such a retry fails as the insert does.
     fn find_existing(
         &self,
         tx: &mut Tx,
         tenant: &str,
         id: Uuid,
-    ) -> impl Future<Output = Result<Option<Existing>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Existing>, Self::Error>> + Send {
+        let _ = (tx, tenant, id);
+        async { Ok(None) }
+    }
 
     /// Validates and performs the write. The record row's id must be `ctx.id()` and it
     /// must keep `ctx.fingerprint()`; the write must fail if that row already exists.
@@ -271,6 +353,7 @@ pub struct WriteReply {
 
 /// Why a write was not answered with 200/201.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum WriteError<E> {
     /// Another execution holds the key (409).
     InFlight,
@@ -298,15 +381,17 @@ pub struct Outcome<E> {
 
 /// The idempotent-write engine: shared by every handler of a service.
 #[derive(Clone)]
-pub struct Engine {
+pub struct Idem {
     pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     db: Db,
-    cfg: EngineConfig,
+    cfg: Config,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: AuditQueue,
+    audit_writer: tokio::sync::Mutex<Option<AuditWriter>>,
+    audit_stop: CancellationToken,
     emitter: Arc<dyn Emitter>,
     shutdown: CancellationToken,
     executions: TaskTracker,
@@ -317,9 +402,9 @@ pub(crate) struct Inner {
     hooks: crate::hooks::TestHooks,
 }
 
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for Idem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("Idem")
             .field("cfg", &self.inner.cfg)
             .finish_non_exhaustive()
     }
@@ -371,25 +456,27 @@ enum Attempt<E> {
 /// Attempts after a lost session before the write is answered as unavailable.
 const MAX_LOST_SESSIONS: usize = 3;
 
-impl Engine {
-    /// Creates an engine. Requests parked by `Prefer: wait` are let go when `shutdown`
-    /// is cancelled.
-    pub fn new(
+impl Idem {
+    /// Assembles an engine from its parts; [`Builder`](crate::Builder) is the public way.
+    pub(crate) fn assemble(
         db: Db,
-        cfg: EngineConfig,
+        cfg: Config,
         metrics: Arc<Metrics>,
-        audit: AuditQueue,
+        audit: (AuditQueue, AuditWriter, CancellationToken),
         emitter: Arc<dyn Emitter>,
         shutdown: CancellationToken,
     ) -> Self {
         let cache = ReplayCache::new(cfg.replay_cache_bytes);
         let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_executions.max(1)));
+        let (audit, writer, audit_stop) = audit;
         Self {
             inner: Arc::new(Inner {
                 db,
                 cfg,
                 metrics,
                 audit,
+                audit_writer: tokio::sync::Mutex::new(Some(writer)),
+                audit_stop,
                 emitter,
                 shutdown,
                 executions: TaskTracker::new(),
@@ -403,7 +490,7 @@ impl Engine {
     }
 
     /// The engine's settings.
-    pub fn config(&self) -> &EngineConfig {
+    pub fn config(&self) -> &Config {
         &self.inner.cfg
     }
 
@@ -433,6 +520,31 @@ impl Engine {
     pub async fn drain(&self) {
         self.inner.executions.close();
         self.inner.executions.wait().await;
+    }
+
+    /// Lets requests parked by `Prefer: wait` go (answered 503): the first step of a
+    /// shutdown, once the server stops taking requests.
+    pub fn release_waiters(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Writes the audit rows still queued and stops the audit writer (after
+    /// [`drain`](Self::drain): rows queued later are counted as dropped).
+    pub async fn finish_audit(&self) {
+        self.inner.audit_stop.cancel();
+        let writer = self.inner.audit_writer.lock().await.take();
+        if let Some(writer) = writer {
+            writer.finish().await;
+        }
+    }
+
+    /// The whole shutdown, for a service that needs no finer control: releases the
+    /// waiters, waits for the running writes, then flushes the audit queue. Call it
+    /// after the server stopped (`axum::serve(…).with_graceful_shutdown(…)` returned).
+    pub async fn shutdown(&self) {
+        self.release_waiters();
+        self.drain().await;
+        self.finish_audit().await;
     }
 
     /// Runs one idempotent write through the state machine. A completed key in the
@@ -582,7 +694,7 @@ impl Engine {
                 Attempt::SessionLost(e) => {
                     lost += 1;
                     tracing::warn!(
-                        operation = req.op.name,
+                        operation = req.op.name(),
                         attempt = lost,
                         "the write's session was lost; reading the key again"
                     );
@@ -678,7 +790,7 @@ impl Engine {
                     fingerprint: req.fingerprint.as_str().to_owned(),
                     body: reply.body.clone(),
                     location: reply.location.clone(),
-                    remaining: req.op.ttl.unwrap_or(inner.cfg.key_ttl),
+                    remaining: req.op.key_ttl().unwrap_or(inner.cfg.key_ttl),
                 });
                 inner.cache.put(req.scope.clone(), cached);
                 Attempt::Committed(reply, recorded)
@@ -755,7 +867,7 @@ impl Engine {
         let recorded = started.elapsed();
         let row = crate::observe::audit_row(req, id, "new", recorded, workflows, None, None);
         self.hold("audit", &req.scope).await;
-        let ttl = req.op.ttl.unwrap_or(inner.cfg.key_ttl);
+        let ttl = req.op.key_ttl().unwrap_or(inner.cfg.key_ttl);
         if !store::complete(tx, &req.scope, req.fingerprint.as_str(), &stored, ttl, &row).await? {
             return Ok(Executed::RecordStands);
         }
@@ -797,7 +909,7 @@ fn store_failure<E>(e: sqlx::Error) -> Attempt<E> {
 }
 
 pub(crate) fn op_labels(op: &'static OperationDef) -> [(&'static str, &'static str); 2] {
-    [("operation", op.name), ("type", op.kind.label())]
+    [("operation", op.name()), ("type", op.kind_label())]
 }
 
 fn replay<E>(hit: &Cached, fingerprint: &Fingerprint) -> Result<WriteReply, WriteError<E>> {

@@ -21,7 +21,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::execute::{Engine, Operation, Rejected, RequestMeta, WriteError, WriteRequest};
+use crate::execute::{
+    Idem, Operation, OperationError, Rejected, RequestMeta, WriteError, WriteRequest,
+};
 use crate::fingerprint::{parse_canonical, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError, Scope};
 use crate::registry::OperationDef;
@@ -49,7 +51,12 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem document.
+///
+/// Its `title` is idem's for the codes idem and most services share (`not_found`,
+/// `forbidden`, `validation_failed`, the `idempotency_key_*` codes…) and `Request refused`
+/// otherwise; a service names its own codes with [`Problem::with_title`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Problem {
     /// HTTP status.
     pub status: StatusCode,
@@ -61,6 +68,8 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// `Retry-After` seconds.
     pub retry_after: Option<u32>,
+    /// Short summary of the problem type.
+    pub title: &'static str,
 }
 
 #[derive(Serialize)]
@@ -85,12 +94,20 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            title: title(code),
         }
+    }
+
+    /// Sets the title (the same for every occurrence of this code).
+    pub fn with_title(mut self, title: &'static str) -> Self {
+        self.title = title;
+        self
     }
 
     /// `422 validation_failed` with field errors.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
+            [one] if one.field.is_empty() => one.message.clone(),
             [one] => format!("{}: {}", one.field, one.message),
             _ => format!("{} fields are invalid", errors.len()),
         };
@@ -104,6 +121,16 @@ impl Problem {
         }
     }
 
+    /// `404 not_found`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// `422 validation_failed` for one invalid field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+
     /// Sets `Retry-After`.
     pub fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
@@ -111,8 +138,8 @@ impl Problem {
     }
 }
 
-/// The title of a problem code.
-pub fn title(code: &str) -> &'static str {
+/// idem's title of a problem code.
+fn title(code: &str) -> &'static str {
     match code {
         "not_found" => "Not found",
         "method_not_allowed" => "Method not allowed",
@@ -136,7 +163,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = ProblemBody {
             kind: format!("/problems/{}", self.code),
-            title: title(self.code),
+            title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
@@ -282,8 +309,9 @@ pub fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
         .next()
 }
 
-/// Who is writing: the tenant (scope) and acting user.
+/// Who is writing: the tenant (the scope of its keys) and the acting user.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Writer {
     /// Tenant id (lowercase).
     pub tenant: String,
@@ -291,31 +319,29 @@ pub struct Writer {
     pub user_id: Option<String>,
 }
 
-/// The idempotency gate in front of every registered operation.
-#[derive(Debug, Clone)]
-pub struct Gate {
-    engine: Engine,
-    body_limit: usize,
-}
-
-impl Gate {
-    /// A gate over `engine` with the default 1 MiB body limit.
-    pub fn new(engine: Engine) -> Self {
+impl Writer {
+    /// A write in `tenant` (lowercased), by no user in particular.
+    pub fn tenant(tenant: impl Into<String>) -> Self {
+        let mut tenant = tenant.into();
+        tenant.make_ascii_lowercase();
         Self {
-            engine,
-            body_limit: DEFAULT_BODY_LIMIT,
+            tenant,
+            user_id: None,
         }
     }
 
-    /// The engine behind the gate.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The acting user, for the audit log.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
     }
+}
 
+impl Idem {
     /// Runs `req` as the operation `def` for `writer`: checks the body size, content
     /// type, key and JSON, then hands the parsed body to `make` and the result to the
-    /// engine. Authentication and authorization happen before the gate.
-    pub async fn handle<O, F>(
+    /// state machine. Authentication and authorization happen before.
+    pub(crate) async fn handle<O, F>(
         &self,
         def: &'static OperationDef,
         writer: Writer,
@@ -325,7 +351,7 @@ impl Gate {
     where
         O: Operation + 'static,
         O::Error: IntoResponse,
-        F: FnOnce(Value) -> O,
+        F: FnOnce(Value) -> Result<O, Problem>,
     {
         let (parts, body) = req.into_parts();
         let request_id = parts
@@ -342,7 +368,7 @@ impl Gate {
         let key = IdempotencyKey::from_headers(&parts.headers);
         // Refused before the engine: counted, logged and audited all the same.
         let refuse = |problem: Problem, error_type: &'static str| {
-            self.engine.record_rejected(
+            self.record_rejected(
                 def,
                 Rejected {
                     tenant: &writer.tenant,
@@ -354,14 +380,14 @@ impl Gate {
             );
             problem.into_response()
         };
-        let bytes = match read_body(&parts.headers, body, self.body_limit).await {
+        let bytes = match read_body(&parts.headers, body, self.config().body_limit).await {
             Ok(b) => b,
             Err(p) => {
                 let code = p.code;
                 return refuse(p, code);
             }
         };
-        let empty_allowed = bytes.is_empty() && def.empty_body_is_empty_object;
+        let empty_allowed = bytes.is_empty() && def.accepts_empty_body();
         let has_content_type = parts.headers.contains_key(CONTENT_TYPE);
         if !(is_json(&parts.headers) || (empty_allowed && !has_content_type)) {
             return refuse(unsupported_media_type(), "unsupported_media_type");
@@ -392,15 +418,24 @@ impl Gate {
                 }
             }
         };
+        let op = match make(value) {
+            Ok(op) => op,
+            Err(problem) => return refuse(problem, "validation"),
+        };
         let fingerprint = Fingerprint::compute(parts.method.as_str(), &meta.path, &canonical_body);
         let write = WriteRequest {
             op: def,
-            scope: Scope::new(writer.tenant.clone(), def.name, key),
+            scope: Scope::new(
+                self.config().tenancy,
+                writer.tenant.clone(),
+                def.name(),
+                key,
+            ),
             fingerprint,
             wait: prefer_wait(&parts.headers),
             meta,
         };
-        let outcome = self.engine.run(write, make(value)).await;
+        let outcome = self.run(write, op).await;
         let mut res = match outcome.result {
             Ok(reply) => {
                 let status = if reply.replayed { StatusCode::OK } else { StatusCode::CREATED };
@@ -452,6 +487,29 @@ impl Gate {
             }
         }
         res
+    }
+}
+
+impl OperationError for Problem {
+    fn error_type(&self) -> &'static str {
+        match self.code {
+            "validation_failed" => "validation",
+            "not_found" => "not_found",
+            "internal" => "internal",
+            "service_unavailable" => "unavailable",
+            _ => "business_rule",
+        }
+    }
+
+    fn audit_message(&self) -> String {
+        self.detail.clone()
+    }
+}
+
+/// A store error as its problem: see [`store_error`].
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        store_error(&e)
     }
 }
 

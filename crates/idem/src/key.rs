@@ -6,8 +6,10 @@
 //! - A scope is (tenant, operation, key); the same key in another tenant or operation is
 //!   another key.
 //! - The deterministic id of a scope is UUIDv5 in the RFC 4122 URL namespace over
-//!   `company:{tenant}:op:{operation}:key:{key}`; it never changes, so it outlives the
-//!   key's record.
+//!   `{tenancy}:{tenant}:op:{operation}:key:{key}`, where the tenancy is what the service
+//!   calls its tenants (`company` in AccuBooks; set once, with
+//!   [`Builder::tenancy`](crate::Builder::tenancy)); it never changes, so it outlives
+//!   the key's record.
 
 use std::fmt;
 
@@ -99,9 +101,11 @@ fn decode_sf_string(raw: &[u8]) -> Result<String, KeyError> {
     Ok(out)
 }
 
-/// The scope of a key: (tenant, operation, key).
+/// The scope of a key: (tenant, operation, key), and what the service calls a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
+    /// What a tenant is (`company`): the first part of the deterministic id's name.
+    pub tenancy: &'static str,
     /// The tenant (for AccuBooks, the lowercase company id).
     pub tenant: String,
     /// The operation name as registered (`createPayment`).
@@ -112,8 +116,14 @@ pub struct Scope {
 
 impl Scope {
     /// Builds a scope.
-    pub fn new(tenant: impl Into<String>, operation: &'static str, key: IdempotencyKey) -> Self {
+    pub fn new(
+        tenancy: &'static str,
+        tenant: impl Into<String>,
+        operation: &'static str,
+        key: IdempotencyKey,
+    ) -> Self {
         Self {
+            tenancy,
             tenant: tenant.into(),
             operation,
             key,
@@ -122,17 +132,21 @@ impl Scope {
 
     /// The deterministic id of the operation's record for this scope.
     pub fn deterministic_id(&self) -> Uuid {
-        deterministic_id(&self.tenant, self.operation, self.key.as_str())
+        deterministic_id(
+            self.tenancy,
+            &self.tenant,
+            self.operation,
+            self.key.as_str(),
+        )
     }
 }
 
-/// UUIDv5 (URL namespace) of `company:{tenant}:op:{operation}:key:{key}`.
-pub fn deterministic_id(tenant: &str, operation: &str, key: &str) -> Uuid {
+/// UUIDv5 (URL namespace) of `{tenancy}:{tenant}:op:{operation}:key:{key}`, the tenant in
+/// lowercase.
+pub fn deterministic_id(tenancy: &str, tenant: &str, operation: &str, key: &str) -> Uuid {
     let name = format!(
-        "company:{}:op:{}:key:{}",
-        tenant.to_ascii_lowercase(),
-        operation,
-        key
+        "{tenancy}:{}:op:{operation}:key:{key}",
+        tenant.to_ascii_lowercase()
     );
     Uuid::new_v5(&DETERMINISTIC_NAMESPACE, name.as_bytes())
 }
@@ -206,6 +220,7 @@ mod tests {
     #[test]
     fn deterministic_id_matches_uuidv5_of_the_documented_name() {
         let id = deterministic_id(
+            "company",
             "0F8FAD5B-D9CB-469F-A165-70867728950E",
             "createPayment",
             "k1",

@@ -3,8 +3,9 @@
 
 #[macro_use]
 pub mod db;
+mod builder;
 mod cache;
-pub mod execute;
+mod execute;
 pub mod fingerprint;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
@@ -19,13 +20,16 @@ pub mod registry;
 pub mod retention;
 pub mod store;
 pub mod telemetry;
+mod write;
 
+pub use builder::Builder;
 pub use db::{Backend, Db, Id, Ts, Tx};
 pub use execute::{
-    Created, Emitter, Engine, EngineConfig, Event, ExecCtx, Existing, NoEmitter, Operation,
-    OperationError,
+    Config, Created, Emitter, Event, ExecCtx, Existing, Idem, NoEmitter, Operation, OperationError,
+    Outcome, RequestMeta, WriteError, WriteReply, WriteRequest,
 };
-pub use fingerprint::Fingerprint;
-pub use http::{FieldError, Gate, Problem, Writer};
+pub use http::{FieldError, Problem, Writer};
 pub use key::{deterministic_id, IdempotencyKey, Scope};
-pub use registry::{MutationRouter, OperationDef, OperationType, Registry};
+pub use observe::Rejected;
+pub use registry::{MutationRouter, OperationDef, Registry};
+pub use write::Write;

@@ -16,12 +16,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::db::Ts;
-use crate::execute::{Engine, OperationError, RequestMeta, WriteError, WriteReply, WriteRequest};
+use crate::execute::{Idem, OperationError, RequestMeta, WriteError, WriteReply, WriteRequest};
 use crate::key::Scope;
 use crate::registry::OperationDef;
 use crate::telemetry::{log_write, AuditRow};
 
-/// A request the gate refused before the engine, for [`Engine::record_rejected`].
+/// A request the gate refused before the engine, for [`Idem::record_rejected`].
 #[derive(Debug)]
 pub struct Rejected<'a> {
     /// Tenant (authenticated before the gate).
@@ -37,7 +37,7 @@ pub struct Rejected<'a> {
     pub message: &'a str,
 }
 
-impl Engine {
+impl Idem {
     /// Records one answered write: the duration histogram and counters, the structured
     /// log event and, for anything but a new execution (whose row is written in its own
     /// transaction), the audit row through the queue. The engine calls it for every
@@ -50,7 +50,7 @@ impl Engine {
         workflows: u32,
     ) {
         let m = &self.inner.metrics;
-        let (op, kind) = (req.op.name, req.op.kind.label());
+        let (op, kind) = (req.op.name(), req.op.kind_label());
         let id = req.scope.deterministic_id();
         let ms = elapsed.as_secs_f64() * 1000.0;
         m.duration_ms
@@ -126,7 +126,7 @@ impl Engine {
     /// request carried a valid key).
     pub fn record_rejected(&self, op: &'static OperationDef, rejected: Rejected<'_>) {
         let m = &self.inner.metrics;
-        let (name, kind) = (op.name, op.kind.label());
+        let (name, kind) = (op.name(), op.kind_label());
         m.writes
             .get_or_create(&[("operation", name), ("type", kind), ("status", "failed")])
             .inc();
@@ -137,9 +137,10 @@ impl Engine {
                 ("error_type", rejected.error_type),
             ])
             .inc();
-        let id = rejected
-            .key
-            .map(|k| Scope::new(rejected.tenant, op.name, k.clone()).deterministic_id());
+        let id = rejected.key.map(|k| {
+            Scope::new(self.config().tenancy, rejected.tenant, op.name(), k.clone())
+                .deterministic_id()
+        });
         let row = AuditRow {
             id: Uuid::now_v7(),
             operation_name: name,
@@ -175,8 +176,8 @@ pub(crate) fn audit_row(
 ) -> AuditRow {
     AuditRow {
         id: Uuid::now_v7(),
-        operation_name: req.op.name,
-        operation_type: req.op.kind.label(),
+        operation_name: req.op.name(),
+        operation_type: req.op.kind_label(),
         deterministic_id: Some(id.to_string()),
         company_id: req.scope.tenant.clone(),
         user_id: req.meta.user_id.clone(),

@@ -209,10 +209,10 @@ async fn verify(db: &Db) -> Result<Report, sqlx::Error> {
         ]);
     }
     for def in crate::ops::registry().operations() {
-        let Some(table) = crate::ops::record_table(def.name) else {
+        let Some(table) = crate::ops::record_table(def.name()) else {
             r.finding(vec![
                 json!("record table"),
-                json!(def.name),
+                json!(def.name()),
                 json!(null),
                 json!("no record table is known for this operation"),
             ]);
@@ -224,13 +224,13 @@ async fn verify(db: &Db) -> Result<Report, sqlx::Error> {
                and not exists (select 1 from {table} t where cast(t.id as text) = a.deterministic_id)"
         );
         let orphans: Vec<String> = on_db!(db, |c| sqlx::query_scalar(&sql)
-            .bind(def.name)
+            .bind(def.name())
             .fetch_all(c)
             .await)?;
         for id in orphans {
             r.finding(vec![
                 json!("record missing"),
-                json!(def.name),
+                json!(def.name()),
                 json!(id),
                 json!(format!("a `new` audit row without its row in {table}")),
             ]);

@@ -29,10 +29,10 @@ pub fn verify(doc: &Path, json: bool) -> ExitCode {
         .iter()
         .map(|d| {
             (
-                d.name.to_owned(),
-                d.kind.label().to_owned(),
-                d.method.as_str().to_owned(),
-                d.route.to_owned(),
+                d.name().to_owned(),
+                d.kind_label().to_owned(),
+                d.method().as_str().to_owned(),
+                d.route().to_owned(),
             )
         })
         .collect();

@@ -136,7 +136,12 @@ async fn show(
     let Ok(key) = IdempotencyKey::parse(args.key.as_bytes()) else {
         return Ok(None);
     };
-    let scope = Scope::new(args.company.hyphenated().to_string(), operation, key);
+    let scope = Scope::new(
+        crate::ops::TENANCY,
+        args.company.hyphenated().to_string(),
+        operation,
+        key,
+    );
     let record = store::load(db, &scope).await?;
     let holder = store::holder(db, &scope).await?;
     if record.is_none() && holder.is_none() {
@@ -235,7 +240,12 @@ async fn release(db: &Db, args: &ReleaseArgs, json: bool) -> ExitCode {
     let Ok(key) = IdempotencyKey::parse(args.record.key.as_bytes()) else {
         return fail("that is not a valid Idempotency-Key");
     };
-    let scope = Scope::new(args.record.company.hyphenated().to_string(), operation, key);
+    let scope = Scope::new(
+        crate::ops::TENANCY,
+        args.record.company.hyphenated().to_string(),
+        operation,
+        key,
+    );
     match release_watched(db, &scope, args.observe).await {
         Ok(Released::Done { pid }) => {
             let mut r = Report::new("Release", &["outcome", "executor_pid"]);
@@ -326,6 +336,6 @@ fn operation_type(name: &str) -> &'static str {
     crate::ops::registry()
         .operations()
         .iter()
-        .find(|d| d.name == name)
-        .map_or("high-risk", |d| d.kind.label())
+        .find(|d| d.name() == name)
+        .map_or("high-risk", |d| d.kind_label())
 }

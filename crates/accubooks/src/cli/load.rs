@@ -58,7 +58,7 @@ pub(super) fn operations() -> Vec<&'static str> {
     crate::ops::registry()
         .operations()
         .iter()
-        .map(|d| d.name)
+        .map(|d| d.name())
         .filter(|name| request(name, &Tenant::default(), 0, 0).is_some())
         .collect()
 }
@@ -327,7 +327,7 @@ fn jobs(plan: Vec<(&'static str, usize)>, tenants: &[Tenant], ratio: f64) -> Vec
     let methods: HashMap<&str, Method> = crate::ops::registry()
         .operations()
         .iter()
-        .map(|d| (d.name, d.method.clone()))
+        .map(|d| (d.name(), d.method().clone()))
         .collect();
     let mut used: HashMap<(usize, &str), usize> = HashMap::new();
     let originals: Vec<Arc<Job>> = plan
@@ -629,9 +629,9 @@ mod tests {
     fn the_load_generator_drives_every_registered_operation() {
         for def in crate::ops::registry().operations() {
             assert!(
-                operations().contains(&def.name),
+                operations().contains(&def.name()),
                 "{} is registered but `accubooks load` cannot send it",
-                def.name
+                def.name()
             );
         }
     }

@@ -25,7 +25,7 @@ pub fn registered_operation(name: &str) -> Option<&'static str> {
     crate::ops::registry()
         .operations()
         .iter()
-        .map(|d| d.name)
+        .map(|d| d.name())
         .find(|n| *n == name)
 }
 
@@ -34,7 +34,7 @@ pub fn unknown_operation(name: &str) -> String {
     let valid: Vec<&str> = crate::ops::registry()
         .operations()
         .iter()
-        .map(|d| d.name)
+        .map(|d| d.name())
         .collect();
     format!("unknown operation {name:?}; valid: {}", valid.join(", "))
 }

@@ -24,8 +24,11 @@ pub async fn run(server: &ServerArgs, as_json: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     let registry = crate::ops::registry();
-    let plan: Vec<(&'static str, usize)> =
-        registry.operations().iter().map(|d| (d.name, 0)).collect();
+    let plan: Vec<(&'static str, usize)> = registry
+        .operations()
+        .iter()
+        .map(|d| (d.name(), 0))
+        .collect();
     let tenants = match prepare(&api, &operator, &plan, 1).await {
         Ok(t) => t,
         Err(e) => return fail(e),
@@ -37,7 +40,7 @@ pub async fn run(server: &ServerArgs, as_json: bool) -> ExitCode {
     );
     let run = uuid::Uuid::now_v7().simple().to_string();
     for (i, def) in registry.operations().iter().enumerate() {
-        let op = def.name;
+        let op = def.name();
         let Some((path, body)) = request(op, tenant, i, 0) else {
             check(&mut r, op, Err("the smoke test cannot send it".to_owned()));
             continue;
@@ -47,7 +50,7 @@ pub async fn run(server: &ServerArgs, as_json: bool) -> ExitCode {
         for _ in 0..2 {
             let a = api
                 .send(
-                    def.method.clone(),
+                    def.method().clone(),
                     &path,
                     &tenant.token,
                     Some(&key),
@@ -110,7 +113,7 @@ pub async fn run(server: &ServerArgs, as_json: bool) -> ExitCode {
         },
     );
     let doc = get("/openapi.json", None).await;
-    let names: Vec<&str> = registry.operations().iter().map(|d| d.name).collect();
+    let names: Vec<&str> = registry.operations().iter().map(|d| d.name()).collect();
     check(
         &mut r,
         "openapi.json",

@@ -3,7 +3,7 @@
 //! Invariant: a transaction and a payment are each matched at most once (decided under
 //! their row locks, and backed by unique constraints on `reconciliations`).
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -14,7 +14,6 @@ use uuid::Uuid;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -185,8 +184,8 @@ impl Operation for CreateBankTransaction {
 /// Handles `POST /api/bank-transactions`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_BANK_TRANSACTION.route,
-    operation_id = crate::ops::CREATE_BANK_TRANSACTION.name,
+    path = crate::ops::CREATE_BANK_TRANSACTION.route(),
+    operation_id = crate::ops::CREATE_BANK_TRANSACTION.name(),
     tag = "Banking",
     summary = "Record a bank transaction",
     description = "Records an unreconciled bank transaction (`reconciled: false`, \
@@ -197,17 +196,12 @@ impl Operation for CreateBankTransaction {
 pub async fn create_bank_transaction(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_BANK_TRANSACTION,
-        req,
-        |body| CreateBankTransaction { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| {
+        CreateBankTransaction { company, body }
+    })
     .await
 }
 

@@ -1,6 +1,6 @@
 //! Customers: `createCustomer`, reads and lists.
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -11,7 +11,6 @@ use uuid::Uuid;
 use super::WithFingerprint;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -141,8 +140,8 @@ pub async fn insert(
 /// Handles `POST /api/customers`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_CUSTOMER.route,
-    operation_id = crate::ops::CREATE_CUSTOMER.name,
+    path = crate::ops::CREATE_CUSTOMER.route(),
+    operation_id = crate::ops::CREATE_CUSTOMER.name(),
     tag = "Customers",
     summary = "Create a customer",
     description = "Creates a customer; its id is the operation's deterministic id.",
@@ -152,17 +151,13 @@ pub async fn insert(
 pub async fn create_customer(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_CUSTOMER,
-        req,
-        |body| CreateCustomer { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| CreateCustomer {
+        company,
+        body,
+    })
     .await
 }
 

@@ -1,6 +1,6 @@
 //! Employees: `createEmployee`, reads and lists.
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -12,7 +12,6 @@ use super::WithFingerprint;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -199,8 +198,8 @@ impl Operation for CreateEmployee {
 /// Handles `POST /api/employees`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_EMPLOYEE.route,
-    operation_id = crate::ops::CREATE_EMPLOYEE.name,
+    path = crate::ops::CREATE_EMPLOYEE.route(),
+    operation_id = crate::ops::CREATE_EMPLOYEE.name(),
     tag = "Employees",
     summary = "Create an employee",
     description = "Creates an active employee paid a salary or an hourly rate.",
@@ -210,17 +209,13 @@ impl Operation for CreateEmployee {
 pub async fn create_employee(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_EMPLOYEE,
-        req,
-        |body| CreateEmployee { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| CreateEmployee {
+        company,
+        body,
+    })
     .await
 }
 

@@ -11,7 +11,7 @@
 //! - A sku is unique per company (`insert … on conflict do nothing`: concurrent creates
 //!   of one sku give one item and `sku_taken`, never a 500).
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -21,7 +21,6 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{as_integer, Validator, NAME_MAX, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -302,12 +301,8 @@ impl Operation for AdjustItem {
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
-        ctx.emit(&[Event {
-            name: "inventory.adjusted",
-            entity_type: "inventory_adjustment",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("inventory.adjusted", "inventory_adjustment", id)])
+            .await?;
         let out = AdjustmentOut {
             item_id: Id(self.item),
             quantity: after,
@@ -325,32 +320,32 @@ impl Operation for AdjustItem {
 /// Handles `POST /api/inventory-items`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_INVENTORY_ITEM.route,
-    operation_id = crate::ops::CREATE_INVENTORY_ITEM.name,
+    path = crate::ops::CREATE_INVENTORY_ITEM.route(),
+    operation_id = crate::ops::CREATE_INVENTORY_ITEM.name(),
     tag = "Inventory",
     summary = "Create an inventory item",
     description = "Creates a stock-keeping unit with an initial quantity.",
     request_body = ref("#/components/schemas/InventoryItemIn"),
     responses((status = 201, body = crate::domain::inventory::Item))
 )]
-pub async fn create_item(State(state): State<AppState>, tenant: Tenant, req: Request) -> Response {
+pub async fn create_item(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    write: idem::Write,
+) -> Response {
     let company = tenant.company_id;
-    super::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_INVENTORY_ITEM,
-        req,
-        |body| CreateItem { company, body },
-    )
+    super::gated(&state, tenant, Need::Writer, write, |body| CreateItem {
+        company,
+        body,
+    })
     .await
 }
 
 /// Handles `POST /api/inventory-items/{id}/adjustments`.
 #[utoipa::path(
     post,
-    path = crate::ops::ADJUST_INVENTORY.route,
-    operation_id = crate::ops::ADJUST_INVENTORY.name,
+    path = crate::ops::ADJUST_INVENTORY.route(),
+    operation_id = crate::ops::ADJUST_INVENTORY.name(),
     tag = "Inventory",
     summary = "Adjust an item's quantity",
     description = "Adds `delta` (≠ 0) to the quantity. The record is the adjustment. Emits \
@@ -362,21 +357,14 @@ pub async fn adjust_item(
     IdPath(item): IdPath,
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    super::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::ADJUST_INVENTORY,
-        req,
-        |body| AdjustItem {
-            company,
-            item,
-            body,
-        },
-    )
+    super::gated(&state, tenant, Need::Writer, write, |body| AdjustItem {
+        company,
+        item,
+        body,
+    })
     .await
 }
 

@@ -4,7 +4,7 @@
 //! lock on the company row (PostgreSQL) or the single SQLite writer, so concurrent
 //! demotions are serialized and the second one sees the first.
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Role, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -230,8 +229,8 @@ impl Operation for GrantAccess {
 /// Handles `POST /api/company/members`.
 #[utoipa::path(
     post,
-    path = crate::ops::GRANT_USER_ACCESS.route,
-    operation_id = crate::ops::GRANT_USER_ACCESS.name,
+    path = crate::ops::GRANT_USER_ACCESS.route(),
+    operation_id = crate::ops::GRANT_USER_ACCESS.name(),
     tag = "Company",
     summary = "Grant a user access (or change their role)",
     description = "Gives `email` the `role` in the company; re-granting changes the role. \
@@ -240,16 +239,16 @@ impl Operation for GrantAccess {
     request_body = ref("#/components/schemas/GrantIn"),
     responses((status = 201, body = crate::domain::members::Member))
 )]
-pub async fn grant_access(State(state): State<AppState>, tenant: Tenant, req: Request) -> Response {
+pub async fn grant_access(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    write: idem::Write,
+) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Admin,
-        &ops::GRANT_USER_ACCESS,
-        req,
-        |body| GrantAccess { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Admin, write, |body| GrantAccess {
+        company,
+        body,
+    })
     .await
 }
 

@@ -1,9 +1,8 @@
 //! The accounting domain: one module per area, each owning its SQL, validation and
 //! handlers. Every write is an [`idem::Operation`] run through the gate.
 
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use idem::{Created, Existing, Operation, OperationDef};
+use idem::{Created, Existing, Operation, Write};
 use serde_json::Value;
 
 use crate::auth::{Need, Tenant};
@@ -148,8 +147,7 @@ pub async fn gated<O, F>(
     state: &AppState,
     tenant: Tenant,
     need: Need,
-    def: &'static OperationDef,
-    req: Request,
+    write: Write,
     make: F,
 ) -> Response
 where
@@ -159,7 +157,7 @@ where
     if let Err(e) = tenant.require(need) {
         return e.into_response();
     }
-    let res = state.gate.handle(def, tenant.writer(), req, make).await;
+    let res = write.run(tenant.writer(), make).await;
     if res.status() == http::StatusCode::CREATED {
         state.outbox.after_commit();
     }
@@ -186,7 +184,11 @@ pub async fn record_fingerprint(
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
     let body =
         serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))?;
-    Ok(Created { body, location })
+    let created = Created::bytes(body);
+    Ok(match location {
+        Some(l) => created.location(l),
+        None => created,
+    })
 }
 
 /// Serializes the current resource for a retry after the key's record expired.
@@ -195,12 +197,10 @@ pub fn existing<T: Serialize>(
     value: &T,
     location: Option<String>,
 ) -> AppResult<Existing> {
-    let body =
-        serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))?;
-    Ok(Existing {
-        fingerprint,
-        body,
-        location,
+    let existing = Existing::json(fingerprint, value).map_err(AppError::Problem)?;
+    Ok(match location {
+        Some(l) => existing.location(l),
+        None => existing,
     })
 }
 

@@ -5,7 +5,7 @@
 //! `amount_paid`; the invoice becomes `paid` at zero balance. `refunded` is the sum of
 //! the payment's refunds, changed only under the payment's row lock.
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -17,7 +17,6 @@ use super::invoices::{self, InvoiceSummary};
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -241,12 +240,8 @@ impl Operation for CreatePayment {
         self.apply(ctx, &input).await?;
         self.insert(ctx, &input).await?;
         let id = ctx.id();
-        ctx.emit(&[Event {
-            name: "payment.created",
-            entity_type: "payment",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("payment.created", "payment", id)])
+            .await?;
         let payment = load_tx(ctx.tx(), self.company, id)
             .await?
             .ok_or_else(|| AppError::Internal("payment vanished".into()))?;
@@ -257,8 +252,8 @@ impl Operation for CreatePayment {
 /// Handles `POST /api/payments`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_PAYMENT.route,
-    operation_id = crate::ops::CREATE_PAYMENT.name,
+    path = crate::ops::CREATE_PAYMENT.route(),
+    operation_id = crate::ops::CREATE_PAYMENT.name(),
     tag = "Payments",
     summary = "Record a payment",
     description = "Records a payment on an open invoice; the invoice becomes `paid` at zero \
@@ -269,17 +264,13 @@ impl Operation for CreatePayment {
 pub async fn create_payment(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_PAYMENT,
-        req,
-        |body| CreatePayment { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| CreatePayment {
+        company,
+        body,
+    })
     .await
 }
 

@@ -4,7 +4,7 @@
 //! of the payment's invoice and then the payment (always in that order), in the
 //! transaction that lowers the invoice's `amount_paid` and reopens a paid invoice.
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -17,7 +17,6 @@ use super::payments;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -201,12 +200,8 @@ impl Operation for CreateRefund {
         let invoice = self.apply(ctx.tx(), &input).await?;
         self.insert(ctx, &input, invoice).await?;
         let id = ctx.id();
-        ctx.emit(&[Event {
-            name: "refund.created",
-            entity_type: "refund",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("refund.created", "refund", id)])
+            .await?;
         let refund = load_tx(ctx.tx(), self.company, id)
             .await?
             .ok_or_else(|| AppError::Internal("refund vanished".into()))?;
@@ -217,8 +212,8 @@ impl Operation for CreateRefund {
 /// Handles `POST /api/refunds`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_REFUND.route,
-    operation_id = crate::ops::CREATE_REFUND.name,
+    path = crate::ops::CREATE_REFUND.route(),
+    operation_id = crate::ops::CREATE_REFUND.name(),
     tag = "Payments",
     summary = "Refund (part of) a payment",
     description = "Lowers the invoice's `amount_paid`; a paid invoice with a balance is \
@@ -229,17 +224,13 @@ impl Operation for CreateRefund {
 pub async fn create_refund(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_REFUND,
-        req,
-        |body| CreateRefund { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| CreateRefund {
+        company,
+        body,
+    })
     .await
 }
 

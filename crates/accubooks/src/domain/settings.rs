@@ -1,6 +1,6 @@
 //! Company settings: `updateCompanySettings` (a new version per change) and reads.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::ok_json;
@@ -260,8 +259,8 @@ impl Operation for UpdateSettings {
 /// Handles `PATCH /api/company/settings`.
 #[utoipa::path(
     patch,
-    path = crate::ops::UPDATE_COMPANY_SETTINGS.route,
-    operation_id = crate::ops::UPDATE_COMPANY_SETTINGS.name,
+    path = crate::ops::UPDATE_COMPANY_SETTINGS.route(),
+    operation_id = crate::ops::UPDATE_COMPANY_SETTINGS.name(),
     tag = "Company",
     summary = "Change company settings",
     description = "Applies the given fields and increments `version`; answers 201 on first \
@@ -272,17 +271,13 @@ impl Operation for UpdateSettings {
 pub async fn update_settings(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Admin,
-        &ops::UPDATE_COMPANY_SETTINGS,
-        req,
-        |body| UpdateSettings { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Admin, write, |body| UpdateSettings {
+        company,
+        body,
+    })
     .await
 }
 

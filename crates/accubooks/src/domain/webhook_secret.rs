@@ -6,7 +6,7 @@
 //! and bumps `version`, so deliveries that start after the commit sign with the new one.
 //! The record of a rotation is `webhook_secret_rotations` (no secret in it).
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use idem::{on_db, on_tx, Created, Db, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::ok_json;
@@ -164,8 +163,8 @@ impl Operation for RotateSecret {
 /// Handles `POST /api/company/webhook-secret/rotate` (admins).
 #[utoipa::path(
     post,
-    path = crate::ops::ROTATE_WEBHOOK_SECRET.route,
-    operation_id = crate::ops::ROTATE_WEBHOOK_SECRET.name,
+    path = crate::ops::ROTATE_WEBHOOK_SECRET.route(),
+    operation_id = crate::ops::ROTATE_WEBHOOK_SECRET.name(),
     tag = "Workflows",
     summary = "Rotate the webhook signing secret",
     description = "Replaces the company's webhook signing secret (`version` + 1); \
@@ -178,17 +177,13 @@ impl Operation for RotateSecret {
 pub async fn rotate_secret(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    let res = super::gated(
-        &state,
-        tenant,
-        Need::Admin,
-        &ops::ROTATE_WEBHOOK_SECRET,
-        req,
-        |body| RotateSecret { company, body },
-    )
+    let res = super::gated(&state, tenant, Need::Admin, write, |body| RotateSecret {
+        company,
+        body,
+    })
     .await;
     no_store(res.into_response())
 }

@@ -13,7 +13,7 @@
 //!   they take list parameters; `/admin/` routes add the operator's problems, and their
 //!   writes, which answer with a token, `Cache-Control: no-store`.
 
-use idem::{OperationDef, OperationType, Registry};
+use idem::{OperationDef, Registry};
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, Parameter, ParameterIn};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::{Content, ObjectBuilder, RefOr, Required, Response};
@@ -45,7 +45,7 @@ pub(super) fn apply(registry: &Registry, route: &Route) -> Operation {
         .find(|(s, _)| s == "404")
         .map(|(_, d)| d.as_str());
     if let Some(def) = def {
-        return operation(def, specs::find(def.name), op, not_found);
+        return operation(def, specs::find(def.name()), op, not_found);
     }
     let mut op = OperationBuilder::from(op);
     if let Some(when) = not_found {
@@ -222,17 +222,14 @@ fn operation(
 
 /// What the operation does, its type, roles and business rules, in Markdown.
 fn description(def: &OperationDef, spec: Option<&OpSpec>, own: Option<&str>) -> String {
-    let kind = match def.kind {
-        OperationType::Financial => "financial",
-        OperationType::HighRisk => "high-risk",
-    };
+    let kind = def.kind_label();
     let roles = match spec.map(|s| s.access) {
         Some(Access::Admins) => "admin",
         _ => "admin, accountant",
     };
     let mut text = format!(
         "Idempotent operation `{}` (type: {kind}; roles: {roles}).",
-        def.name
+        def.name()
     );
     if let Some(own) = own.filter(|d| !d.is_empty()) {
         text.push_str(&format!(" {own}"));
@@ -248,7 +245,7 @@ fn description(def: &OperationDef, spec: Option<&OpSpec>, own: Option<&str>) -> 
 
 /// The request body: optional where an empty body means `{}`.
 fn request_body(def: &OperationDef, schema: S) -> RequestBody {
-    let (description, required) = if def.empty_body_is_empty_object {
+    let (description, required) = if def.accepts_empty_body() {
         (
             "JSON object; an empty body without a content type means `{}`",
             Required::False,

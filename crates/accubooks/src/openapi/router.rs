@@ -52,7 +52,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
     /// Starts from an empty router over `registry`.
     pub fn new(registry: Registry) -> Self {
         Self {
-            router: MutationRouter::new(registry.clone()),
+            router: MutationRouter::declared(registry.clone()),
             registry,
             api: Api::default(),
             errors: Vec::new(),
@@ -66,20 +66,23 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
             return self;
         };
         let name = route.operation.operation_id.clone().unwrap_or_default();
-        if let Some(def) = self.registry.get(&name) {
-            if !agrees(def, &route) {
-                self.errors.push(format!(
-                    "{name} is documented at {} {} but registered at {} {}",
-                    method_name(&route.method),
-                    route.path,
-                    def.method,
-                    def.route
-                ));
-                return self;
-            }
+        let Some(def) = self.registry.get(&name) else {
+            self.errors.push(format!(
+                "a handler is mounted for {name}, which is not a registered operation"
+            ));
+            return self;
+        };
+        if !agrees(def, &route) {
+            self.errors.push(format!(
+                "{name} is documented at {} {} but registered at {} {}",
+                method_name(&route.method),
+                route.path,
+                def.method(),
+                def.route()
+            ));
+            return self;
         }
-        // An unregistered name is refused by `MutationRouter::finish`.
-        self.router = self.router.operation(&name, handler);
+        self.router = self.router.operation(def, handler);
         self.keep(route, schemas)
     }
 
@@ -96,8 +99,8 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
             .find(|e| e.route == route.path && e.method.as_str() == method_name(&route.method));
         match declared {
             Some(e) => {
-                let (method, path) = (e.method.clone(), e.route);
-                self.router = self.router.exempt(method, path, handler);
+                let (method, path, reason) = (e.method.clone(), e.route, e.reason);
+                self.router = self.router.exempt(method, path, reason, handler);
                 self.keep(route, schemas)
             }
             None => {
@@ -205,5 +208,5 @@ fn method_name(m: &HttpMethod) -> &'static str {
 }
 
 fn agrees(def: &OperationDef, route: &Route) -> bool {
-    def.route == route.path && def.method.as_str() == method_name(&route.method)
+    def.route() == route.path && def.method().as_str() == method_name(&route.method)
 }

@@ -2,7 +2,7 @@
 //! reference resolves, and a handler documented elsewhere than it is registered is
 //! refused.
 
-use idem::{OperationDef, OperationType, Registry};
+use idem::{OperationDef, Registry};
 use serde_json::Value;
 use utoipa_axum::routes;
 
@@ -22,9 +22,9 @@ fn doc() -> Value {
 fn every_registered_operation_has_a_spec() {
     for def in ops::registry().operations() {
         assert!(
-            specs::find(def.name).is_some(),
+            specs::find(def.name()).is_some(),
             "{} has no entry in openapi::specs::SPECS",
-            def.name
+            def.name()
         );
     }
 }
@@ -88,30 +88,31 @@ fn every_reference_resolves_to_a_component_schema() {
 fn every_operation_is_documented_at_its_registration_with_its_rules() {
     let doc = doc();
     for def in ops::registry().operations() {
-        let spec = specs::find(def.name);
-        let op = &doc["paths"][def.route][def.method.as_str().to_ascii_lowercase()];
-        assert_eq!(op["operationId"], def.name);
+        let spec = specs::find(def.name());
+        let op = &doc["paths"][def.route()][def.method().as_str().to_ascii_lowercase()];
+        assert_eq!(op["operationId"], def.name());
         let unprocessable = op["responses"]["422"].to_string();
         for (code, _) in spec.map(|s| s.rules).unwrap_or_default() {
-            assert!(unprocessable.contains(code), "{}: {code}", def.name);
+            assert!(unprocessable.contains(code), "{}: {code}", def.name());
         }
         let location = &op["responses"]["201"]["headers"]["Location"];
         assert_eq!(
             location.is_object(),
             spec.and_then(|s| s.location).is_some(),
             "{}: Location",
-            def.name
+            def.name()
         );
         let body_required = op["requestBody"]["required"] == true;
         assert_eq!(
-            body_required, !def.empty_body_is_empty_object,
+            body_required,
+            !def.accepts_empty_body(),
             "{}: body required",
-            def.name
+            def.name()
         );
         assert!(
             op["responses"]["201"]["content"]["application/json"]["schema"].is_object(),
             "{}: 201 body",
-            def.name
+            def.name()
         );
     }
     for read in [
@@ -125,15 +126,7 @@ fn every_operation_is_documented_at_its_registration_with_its_rules() {
 
 #[test]
 fn a_handler_documented_elsewhere_than_its_registration_is_refused() {
-    static MOVED: OperationDef = OperationDef {
-        name: "createCustomer",
-        kind: OperationType::HighRisk,
-        method: http::Method::POST,
-        route: "/api/clients",
-        tables: &[],
-        ttl: None,
-        empty_body_is_empty_object: false,
-    };
+    static MOVED: OperationDef = OperationDef::post("createCustomer", "/api/clients");
     let built = ApiRouter::<AppState>::new(Registry::new().operation(&MOVED))
         .operation(routes!(customers::create_customer))
         .finish();

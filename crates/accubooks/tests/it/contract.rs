@@ -187,7 +187,7 @@ async fn keys_are_scoped_by_company_and_operation(backend: Backend) {
         .await;
     assert_eq!(re.status, 201);
     // The id is UUIDv5 of company:{company}:op:{operation}:key:{key}.
-    let expected = idem::deterministic_id(&a.id, "createCustomer", "shared");
+    let expected = idem::deterministic_id("company", &a.id, "createCustomer", "shared");
     assert_eq!(ra.json()["id"], json!(expected.to_string()));
 }
 
@@ -261,7 +261,7 @@ async fn a_request_while_the_first_executes_is_409_or_waits_with_prefer(backend:
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("Acme").await;
     for s in specs() {
-        let hold = app.state.engine().hooks().arm("claimed");
+        let hold = app.state.idem().hooks().arm("claimed");
         let first = {
             let (app, s_path, s_method, token, body) = (
                 &app,
@@ -322,7 +322,7 @@ async fn prefer_wait_is_clamped_and_times_out_as_409(backend: Backend) {
     )
     .await;
     let co = app.create_company("Acme").await;
-    let hold = app.state.engine().hooks().arm("claimed");
+    let hold = app.state.idem().hooks().arm("claimed");
     let body = json!({"name": "x"});
     let first = app.post("/api/customers", &co.token, "k-t", &body);
     let probe = async {
@@ -402,7 +402,7 @@ async fn a_new_execution_commits_its_audit_row_with_the_write(backend: Backend) 
         .post("/api/customers", &co.token, "k-a", &json!({"name": "x"}))
         .await;
     assert_eq!(r.status, 201);
-    let det = idem::deterministic_id(&co.id, "createCustomer", "k-a").to_string();
+    let det = idem::deterministic_id("company", &co.id, "createCustomer", "k-a").to_string();
     let (status, company, key): (String, String, String) = idem::on_db!(&app.state.db, |c| sqlx::query_as(
         "select status, company_id, idempotency_key from idempotent_write_audit_log where deterministic_id = $1"
     )

@@ -59,9 +59,14 @@ async fn every_registered_operation_declares_its_idempotency_contract(backend: B
     let registry = accubooks::ops::registry();
     assert!(!registry.operations().is_empty());
     for def in registry.operations() {
-        let op = operation(&doc, def.method.as_str(), def.route);
-        assert!(op.is_object(), "{} {} is missing", def.method, def.route);
-        assert_eq!(op["operationId"], def.name);
+        let op = operation(&doc, def.method().as_str(), def.route());
+        assert!(
+            op.is_object(),
+            "{} {} is missing",
+            def.method(),
+            def.route()
+        );
+        assert_eq!(op["operationId"], def.name());
         let params = op["parameters"].as_array().cloned().unwrap_or_default();
         let key = params
             .iter()
@@ -69,24 +74,24 @@ async fn every_registered_operation_declares_its_idempotency_contract(backend: B
         assert!(
             key.is_some_and(|p| p["required"] == true),
             "{}: Idempotency-Key",
-            def.name
+            def.name()
         );
         for status in ["201", "200"] {
             let replayed = &op["responses"][status]["headers"]["Idempotent-Replayed"];
             assert!(
                 replayed.is_object(),
                 "{}: {status} Idempotent-Replayed",
-                def.name
+                def.name()
             );
             assert!(op["responses"][status]["content"]["application/json"].is_object());
         }
         for status in ["400", "401", "403", "409", "413", "415", "422", "503"] {
             let problem = &op["responses"][status]["content"]["application/problem+json"];
-            assert!(problem.is_object(), "{}: {status} problem", def.name);
+            assert!(problem.is_object(), "{}: {status} problem", def.name());
             assert!(
                 problem.to_string().contains("#/components/schemas/Problem"),
                 "{}: {status} uses the Problem schema",
-                def.name
+                def.name()
             );
         }
         assert!(op["responses"]["409"]["headers"]["Retry-After"].is_object());

@@ -401,7 +401,7 @@ async fn counters_logs_and_audit_rows_equal_a_scripted_mix() {
     );
     assert_eq!(
         malformed.get::<Option<String>, _>("deterministic_id"),
-        Some(idem::deterministic_id(&company, "createCustomer", "k-m").to_string())
+        Some(idem::deterministic_id("company", &company, "createCustomer", "k-m").to_string())
     );
     assert!(failed_row("mismatch")
         .get::<Option<String>, _>("error_message")

@@ -2,7 +2,7 @@
 //! Locks the transaction, then the payment (always in that order); a second match of
 //! either is `already_reconciled`.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::Value;
@@ -12,7 +12,6 @@ use super::load_tx;
 use crate::auth::{Need, Tenant};
 use crate::domain::payments;
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::IdPath;
@@ -143,8 +142,8 @@ impl Operation for ReconcileLedger {
 /// Handles `POST /api/bank-transactions/{id}/reconcile`.
 #[utoipa::path(
     post,
-    path = crate::ops::RECONCILE_LEDGER.route,
-    operation_id = crate::ops::RECONCILE_LEDGER.name,
+    path = crate::ops::RECONCILE_LEDGER.route(),
+    operation_id = crate::ops::RECONCILE_LEDGER.name(),
     tag = "Banking",
     summary = "Reconcile a bank transaction with a payment",
     description = "Matches the transaction with a payment of the same original amount. The \
@@ -157,20 +156,15 @@ pub async fn reconcile_ledger(
     IdPath(transaction): IdPath,
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::RECONCILE_LEDGER,
-        req,
-        |body| ReconcileLedger {
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| {
+        ReconcileLedger {
             company,
             transaction,
             body,
-        },
-    )
+        }
+    })
     .await
 }

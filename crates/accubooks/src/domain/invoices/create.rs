@@ -1,7 +1,7 @@
 //! `createInvoice`: a draft invoice with its line items; amounts and the total are
 //! computed with checked arithmetic (beyond 12 integer digits → 422 naming the field).
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{Days, NaiveDate};
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
@@ -13,7 +13,6 @@ use crate::auth::{Need, Tenant};
 use crate::domain::{customers, settings};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 
@@ -193,12 +192,8 @@ impl Operation for CreateInvoice {
         }
         self.insert(ctx, &input).await?;
         let id = ctx.id();
-        ctx.emit(&[Event {
-            name: "invoice.created",
-            entity_type: "invoice",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("invoice.created", "invoice", id)])
+            .await?;
         let invoice = load_tx(ctx.tx(), self.company, id)
             .await?
             .ok_or_else(|| AppError::Internal("invoice vanished".into()))?;
@@ -209,8 +204,8 @@ impl Operation for CreateInvoice {
 /// Handles `POST /api/invoices`.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_INVOICE.route,
-    operation_id = crate::ops::CREATE_INVOICE.name,
+    path = crate::ops::CREATE_INVOICE.route(),
+    operation_id = crate::ops::CREATE_INVOICE.name(),
     tag = "Invoices",
     summary = "Create a draft invoice",
     description = "Creates a `draft` invoice with `number: null`; line amounts and totals \
@@ -222,16 +217,12 @@ impl Operation for CreateInvoice {
 pub async fn create_invoice(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_INVOICE,
-        req,
-        |body| CreateInvoice { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| CreateInvoice {
+        company,
+        body,
+    })
     .await
 }

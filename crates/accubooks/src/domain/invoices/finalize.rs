@@ -4,7 +4,7 @@
 //! (PostgreSQL), the write gate does on SQLite, and a failed finalization rolls its
 //! increment back, so numbers have no gaps.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::Value;
@@ -14,7 +14,6 @@ use super::{load_tx, lock, missing};
 use crate::auth::{Need, Tenant};
 use crate::domain::settings;
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::IdPath;
@@ -112,12 +111,8 @@ impl Operation for FinalizeInvoice {
         v.finish()?;
         self.finalize(ctx).await?;
         let id = ctx.id();
-        ctx.emit(&[Event {
-            name: "invoice.finalized",
-            entity_type: "invoice_finalization",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("invoice.finalized", "invoice_finalization", id)])
+            .await?;
         let invoice = load_tx(ctx.tx(), self.company, self.invoice)
             .await?
             .ok_or_else(|| missing(self.invoice))?;
@@ -128,8 +123,8 @@ impl Operation for FinalizeInvoice {
 /// Handles `POST /api/invoices/{id}/finalize`.
 #[utoipa::path(
     post,
-    path = crate::ops::FINALIZE_INVOICE.route,
-    operation_id = crate::ops::FINALIZE_INVOICE.name,
+    path = crate::ops::FINALIZE_INVOICE.route(),
+    operation_id = crate::ops::FINALIZE_INVOICE.name(),
     tag = "Invoices",
     summary = "Finalize a draft invoice",
     description = "Numbers the invoice with the company's `invoice_prefix` and a gap-free \
@@ -143,20 +138,15 @@ pub async fn finalize_invoice(
     IdPath(invoice): IdPath,
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::FINALIZE_INVOICE,
-        req,
-        |body| FinalizeInvoice {
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| {
+        FinalizeInvoice {
             company,
             invoice,
             body,
-        },
-    )
+        }
+    })
     .await
 }

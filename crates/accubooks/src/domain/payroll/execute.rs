@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
@@ -15,7 +15,6 @@ use super::{load_tx, location};
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{parse_uuid, Validator};
 
@@ -267,12 +266,8 @@ impl Operation for ExecutePayroll {
         }
         self.insert(ctx, &input, &staff, &gross, total).await?;
         let id = ctx.id();
-        ctx.emit(&[Event {
-            name: "payroll.executed",
-            entity_type: "payroll_run",
-            entity_id: id,
-        }])
-        .await?;
+        ctx.emit(&[Event::new("payroll.executed", "payroll_run", id)])
+            .await?;
         let run = load_tx(ctx.tx(), self.company, id)
             .await?
             .ok_or_else(|| AppError::Internal("payroll run vanished".into()))?;
@@ -283,8 +278,8 @@ impl Operation for ExecutePayroll {
 /// Handles `POST /api/payroll-runs`.
 #[utoipa::path(
     post,
-    path = crate::ops::EXECUTE_PAYROLL.route,
-    operation_id = crate::ops::EXECUTE_PAYROLL.name,
+    path = crate::ops::EXECUTE_PAYROLL.route(),
+    operation_id = crate::ops::EXECUTE_PAYROLL.name(),
     tag = "Payroll",
     summary = "Execute a payroll run",
     description = "Creates one stub per active employee: salaried gross = annual_salary / \
@@ -298,16 +293,12 @@ impl Operation for ExecutePayroll {
 pub async fn execute_payroll(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::EXECUTE_PAYROLL,
-        req,
-        |body| ExecutePayroll { company, body },
-    )
+    crate::domain::gated(&state, tenant, Need::Writer, write, |body| ExecutePayroll {
+        company,
+        body,
+    })
     .await
 }

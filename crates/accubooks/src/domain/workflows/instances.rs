@@ -8,7 +8,7 @@
 //! `next_attempt_at` shows only while the instance is `pending` or `running` (then it is
 //! the end of the running attempt's lease).
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
 use serde::Serialize;
@@ -19,7 +19,6 @@ use uuid::Uuid;
 use crate::auth::{Need, Tenant};
 use crate::domain::Filter;
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -241,8 +240,8 @@ impl Operation for TriggerWorkflow {
 /// record (not an emitted one), so a 201 wakes the worker explicitly.
 #[utoipa::path(
     post,
-    path = crate::ops::TRIGGER_WORKFLOW.route,
-    operation_id = crate::ops::TRIGGER_WORKFLOW.name,
+    path = crate::ops::TRIGGER_WORKFLOW.route(),
+    operation_id = crate::ops::TRIGGER_WORKFLOW.name(),
     tag = "Workflows",
     summary = "Trigger a workflow manually",
     description = "Creates a workflow instance with `trigger_entity_type: \"manual\"`. The \
@@ -254,21 +253,16 @@ pub async fn trigger_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    let res = crate::domain::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::TRIGGER_WORKFLOW,
-        req,
-        |body| TriggerWorkflow {
+    let res = crate::domain::gated(&state, tenant, Need::Writer, write, |body| {
+        TriggerWorkflow {
             company,
             workflow,
             body,
-        },
-    )
+        }
+    })
     .await;
     if res.status() == http::StatusCode::CREATED {
         state.outbox.wake();

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use idem::http::{read_body, DEFAULT_BODY_LIMIT};
 use idem::{on_tx, Created, ExecCtx, Existing, Id, Operation, Ts, Tx};
@@ -26,7 +26,6 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
-use crate::ops;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -346,8 +345,8 @@ impl Operation for UpdateWorkflow {
 /// order of checks is unchanged) to resolve a webhook URL outside the transaction.
 #[utoipa::path(
     post,
-    path = crate::ops::CREATE_WORKFLOW.route,
-    operation_id = crate::ops::CREATE_WORKFLOW.name,
+    path = crate::ops::CREATE_WORKFLOW.route(),
+    operation_id = crate::ops::CREATE_WORKFLOW.name(),
     tag = "Workflows",
     summary = "Create a workflow",
     description = "On each event `trigger`, an active workflow gets an instance that runs \
@@ -359,13 +358,13 @@ impl Operation for UpdateWorkflow {
 pub async fn create_workflow(
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    mut write: idem::Write,
 ) -> Response {
     if let Err(e) = tenant.require(Need::Writer) {
         return e.into_response();
     }
-    let (parts, body) = req.into_parts();
-    let bytes = match read_body(&parts.headers, body, DEFAULT_BODY_LIMIT).await {
+    let body = std::mem::take(write.request_mut().body_mut());
+    let bytes = match read_body(write.headers(), body, DEFAULT_BODY_LIMIT).await {
         Ok(b) => b,
         Err(problem) => return problem.into_response(),
     };
@@ -377,29 +376,22 @@ pub async fn create_workflow(
         }
         None => None,
     };
-    let req = Request::from_parts(parts, Body::from(bytes));
+    *write.request_mut().body_mut() = Body::from(bytes);
     let company = tenant.company_id;
-    super::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::CREATE_WORKFLOW,
-        req,
-        |body| CreateWorkflow {
-            company,
-            allow_private,
-            checked,
-            body,
-        },
-    )
+    super::gated(&state, tenant, Need::Writer, write, |body| CreateWorkflow {
+        company,
+        allow_private,
+        checked,
+        body,
+    })
     .await
 }
 
 /// Handles `PATCH /api/workflows/{id}`.
 #[utoipa::path(
     patch,
-    path = crate::ops::UPDATE_WORKFLOW.route,
-    operation_id = crate::ops::UPDATE_WORKFLOW.name,
+    path = crate::ops::UPDATE_WORKFLOW.route(),
+    operation_id = crate::ops::UPDATE_WORKFLOW.name(),
     tag = "Workflows",
     summary = "Activate or deactivate a workflow",
     description = "Sets `active`; answers 201 on first execution like every operation, \
@@ -413,21 +405,14 @@ pub async fn update_workflow(
     IdPath(workflow): IdPath,
     State(state): State<AppState>,
     tenant: Tenant,
-    req: Request,
+    write: idem::Write,
 ) -> Response {
     let company = tenant.company_id;
-    super::gated(
-        &state,
-        tenant,
-        Need::Writer,
-        &ops::UPDATE_WORKFLOW,
-        req,
-        |body| UpdateWorkflow {
-            company,
-            workflow,
-            body,
-        },
-    )
+    super::gated(&state, tenant, Need::Writer, write, |body| UpdateWorkflow {
+        company,
+        workflow,
+        body,
+    })
     .await
 }
 

@@ -93,7 +93,7 @@ async fn invoice_to_reconciliation_end_to_end_with_retries(backend: Backend) {
     assert_eq!(final_inv["amount_paid"], "300.00");
     assert_eq!(final_inv["balance_due"], "50.00");
     assert_eq!(final_inv["status"], "open");
-    let det = |op: &str, key: &str| idem::deterministic_id(&co.id, op, key).to_string();
+    let det = |op: &str, key: &str| idem::deterministic_id("company", &co.id, op, key).to_string();
     assert_eq!(id, det("createInvoice", "s-inv"));
     assert_eq!(pid, det("createPayment", "s-pay"));
     assert_eq!(
