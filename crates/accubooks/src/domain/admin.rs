@@ -6,12 +6,14 @@ use http::header::CACHE_CONTROL;
 use http::StatusCode;
 use idem::{on_tx, Id, Ts};
 use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::members;
 use super::settings;
 use crate::auth::{generate_token, hash_token, Operator, Role, COMPANY_TOKEN_PREFIX};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{json_body, IdPath};
@@ -36,6 +38,51 @@ pub struct TokenIssued {
     user_id: Id,
     #[schema(schema_with = crate::domain::members::role_schema)]
     role: String,
+}
+
+/// Body of `POST /admin/companies`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CompanyIn {
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
+    name: String,
+    #[schema(schema_with = fields::email_or_null)]
+    email: Option<String>,
+}
+
+fn parse_company(body: &Value) -> AppResult<CompanyIn> {
+    let mut v = Validator::new();
+    let (name, email) = match v.object(body, "", &["name", "email"]) {
+        Some(o) => (
+            v.text(o, "", "name", NAME_MAX, true),
+            v.email(o, "", "email", false),
+        ),
+        None => (None, None),
+    };
+    v.finish()?;
+    Ok(CompanyIn {
+        name: name.unwrap_or_default(),
+        email,
+    })
+}
+
+/// Body of `POST /admin/companies/{company_id}/tokens`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TokenIn {
+    #[schema(schema_with = fields::email)]
+    email: String,
+}
+
+fn parse_token(body: &Value) -> AppResult<TokenIn> {
+    let mut v = Validator::new();
+    let email = v
+        .object(body, "", &["email"])
+        .and_then(|o| v.email(o, "", "email", true));
+    v.finish()?;
+    Ok(TokenIn {
+        email: email.unwrap_or_default(),
+    })
 }
 
 fn no_store<T: Serialize>(value: &T) -> Response {
@@ -79,7 +126,7 @@ async fn insert_token(tx: &mut idem::Tx, company: Uuid, user: Uuid, now: Ts) -> 
     summary = "Create a company and its first admin",
     description = "Exempt from the idempotency gate (an operator bootstrap action): a retry creates another company. The first admin is `owner@<company_id>` unless `email` is given; the settings start at version 1.",
     security(("operator" = [])),
-    request_body = ref("#/components/schemas/CompanyIn"),
+    request_body = CompanyIn,
     responses((
         status = 201,
         description = "The company, its admin and a company token.",
@@ -91,17 +138,7 @@ pub async fn create_company(
     State(state): State<AppState>,
     req: Request,
 ) -> AppResult<Response> {
-    let body = json_body(req).await?;
-    let mut v = Validator::new();
-    let (name, email) = match v.object(&body, "", &["name", "email"]) {
-        Some(o) => (
-            v.text(o, "", "name", NAME_MAX, true),
-            v.email(o, "", "email", false),
-        ),
-        None => (None, None),
-    };
-    v.finish()?;
-    let name = name.unwrap_or_default();
+    let CompanyIn { name, email } = parse_company(&json_body(req).await?)?;
     let company = Uuid::new_v4();
     let user = Uuid::now_v7();
     let email = email.unwrap_or_else(|| format!("owner@{company}"));
@@ -139,7 +176,7 @@ pub async fn create_company(
     summary = "Issue a company token for a member",
     description = "Exempt from the idempotency gate: every call issues a new token.",
     security(("operator" = [])),
-    request_body = ref("#/components/schemas/TokenIn"),
+    request_body = TokenIn,
     responses(
         (
             status = 201,
@@ -155,13 +192,7 @@ pub async fn issue_token(
     State(state): State<AppState>,
     req: Request,
 ) -> AppResult<Response> {
-    let body = json_body(req).await?;
-    let mut v = Validator::new();
-    let email = v
-        .object(&body, "", &["email"])
-        .and_then(|o| v.email(o, "", "email", true));
-    v.finish()?;
-    let email = email.unwrap_or_default();
+    let TokenIn { email } = parse_token(&json_body(req).await?)?;
     let mut tx = state.db.begin().await?;
     let member = members::find_by_email_tx(&mut tx, company, &email)
         .await?

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -91,9 +92,16 @@ async fn load_tx(
     Ok(row.map(BankTransaction::from))
 }
 
+/// Body of `createBankTransaction`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = BankTransactionIn)]
+#[serde(deny_unknown_fields)]
 struct TransactionIn {
+    /// ≠ 0; may be negative.
     amount: Money,
+    #[schema(schema_with = fields::date)]
     posted_on: String,
+    #[schema(schema_with = fields::text::<TEXT_MAX>)]
     description: String,
 }
 
@@ -190,7 +198,7 @@ impl Operation for CreateBankTransaction {
     summary = "Record a bank transaction",
     description = "Records an unreconciled bank transaction (`reconciled: false`, \
                       `payment_id: null`).",
-    request_body = ref("#/components/schemas/BankTransactionIn"),
+    request_body = TransactionIn,
     responses((status = 201, body = crate::domain::bank::BankTransaction))
 )]
 pub async fn create_bank_transaction(

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::WithFingerprint;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -32,9 +33,13 @@ pub fn location(id: Uuid) -> String {
     format!("/api/customers/{id}")
 }
 
-/// A validated createCustomer body.
+/// Body of `createCustomer`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerIn {
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
     name: String,
+    #[schema(schema_with = fields::email_or_null)]
     email: Option<String>,
 }
 
@@ -145,7 +150,7 @@ pub async fn insert(
     tag = "Customers",
     summary = "Create a customer",
     description = "Creates a customer; its id is the operation's deterministic id.",
-    request_body = ref("#/components/schemas/CustomerIn"),
+    request_body = CustomerIn,
     responses((status = 201, body = crate::domain::customers::Customer))
 )]
 pub async fn create_customer(

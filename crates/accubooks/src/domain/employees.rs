@@ -12,6 +12,7 @@ use super::WithFingerprint;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -74,11 +75,20 @@ fn location(id: Uuid) -> String {
     format!("/api/employees/{id}")
 }
 
+/// Body of `createEmployee`: exactly the one of `annual_salary` / `hourly_rate` that
+/// matches `pay_type`, > 0.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct EmployeeIn {
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
     name: String,
+    #[schema(schema_with = fields::email_or_null)]
     email: Option<String>,
+    #[schema(schema_with = pay_type_schema)]
     pay_type: &'static str,
+    /// > 0; required for `salary`.
     annual_salary: Option<Money>,
+    /// > 0; required for `hourly`.
     hourly_rate: Option<Money>,
 }
 
@@ -203,7 +213,7 @@ impl Operation for CreateEmployee {
     tag = "Employees",
     summary = "Create an employee",
     description = "Creates an active employee paid a salary or an hourly rate.",
-    request_body = ref("#/components/schemas/EmployeeIn"),
+    request_body = EmployeeIn,
     responses((status = 201, body = crate::domain::employees::Employee))
 )]
 pub async fn create_employee(

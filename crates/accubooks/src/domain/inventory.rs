@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{as_integer, Validator, NAME_MAX, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -66,9 +67,16 @@ pub struct AdjustmentOut {
     adjustment: Adjustment,
 }
 
+/// Body of `createInventoryItem`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = InventoryItemIn)]
+#[serde(deny_unknown_fields)]
 struct ItemIn {
+    #[schema(schema_with = fields::text::<SKU_MAX>)]
     sku: String,
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
     name: String,
+    #[schema(schema_with = fields::integer::<0, QUANTITY_MAX>)]
     quantity: i64,
 }
 
@@ -89,8 +97,14 @@ fn parse_item(body: &Value) -> AppResult<ItemIn> {
     })
 }
 
+/// Body of `adjustInventory`; `delta` ≠ 0.
+#[derive(utoipa::ToSchema)]
+#[schema(as = AdjustmentIn)]
+#[serde(deny_unknown_fields)]
 struct AdjustIn {
+    #[schema(schema_with = fields::integer::<{ -QUANTITY_MAX }, QUANTITY_MAX>)]
     delta: i64,
+    #[schema(schema_with = fields::text::<TEXT_MAX>)]
     reason: String,
 }
 
@@ -325,7 +339,7 @@ impl Operation for AdjustItem {
     tag = "Inventory",
     summary = "Create an inventory item",
     description = "Creates a stock-keeping unit with an initial quantity.",
-    request_body = ref("#/components/schemas/InventoryItemIn"),
+    request_body = ItemIn,
     responses((status = 201, body = crate::domain::inventory::Item))
 )]
 pub async fn create_item(
@@ -350,7 +364,7 @@ pub async fn create_item(
     summary = "Adjust an item's quantity",
     description = "Adds `delta` (≠ 0) to the quantity. The record is the adjustment. Emits \
                       `inventory.adjusted`.",
-    request_body = ref("#/components/schemas/AdjustmentIn"),
+    request_body = AdjustIn,
     responses((status = 201, body = crate::domain::inventory::AdjustmentOut), (status = 404, description = "the item does not exist in your company"))
 )]
 pub async fn adjust_item(

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Role, Tenant};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -107,8 +108,13 @@ async fn admin_count(tx: &mut Tx, company: Uuid) -> AppResult<i64> {
     .await)?)
 }
 
+/// Body of `grantUserAccess`; re-granting changes the role.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct GrantIn {
+    #[schema(schema_with = fields::email)]
     email: String,
+    #[schema(schema_with = role_schema)]
     role: Role,
 }
 
@@ -236,7 +242,7 @@ impl Operation for GrantAccess {
     description = "Gives `email` the `role` in the company; re-granting changes the role. \
                       Demotions are decided under a company lock, so concurrent demotions \
                       never leave zero admins. Tokens are issued by the operator.",
-    request_body = ref("#/components/schemas/GrantIn"),
+    request_body = GrantIn,
     responses((status = 201, body = crate::domain::members::Member))
 )]
 pub async fn grant_access(

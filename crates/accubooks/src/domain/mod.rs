@@ -180,6 +180,20 @@ pub async fn record_fingerprint(
         .await)?)
 }
 
+/// An empty object: the body of `finalizeInvoice` and `rotateWebhookSecret`, which take no
+/// input; an empty body without a content type means the same.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyIn {}
+
+/// Validates a body that must be `{}` (the gate turns an allowed empty body into `{}`).
+pub fn parse_empty(body: &Value) -> AppResult<EmptyIn> {
+    let mut v = crate::validate::Validator::new();
+    v.object(body, "", &[]);
+    v.finish()?;
+    Ok(EmptyIn {})
+}
+
 /// Serializes a 201 body.
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
     let body =

@@ -17,6 +17,7 @@ use super::invoices::{self, InvoiceSummary};
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -128,10 +129,17 @@ pub async fn load_tx(tx: &mut Tx, company: Uuid, id: Uuid) -> AppResult<Option<P
     Ok(row.map(Payment::from))
 }
 
+/// Body of `createPayment`; `received_on` defaults to the UTC creation date.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct PaymentIn {
+    #[schema(schema_with = fields::id)]
     invoice_id: Uuid,
+    /// > 0.
     amount: Money,
+    #[schema(schema_with = method_schema)]
     method: &'static str,
+    #[schema(schema_with = fields::date_or_null)]
     received_on: Option<String>,
 }
 
@@ -258,7 +266,7 @@ impl Operation for CreatePayment {
     summary = "Record a payment",
     description = "Records a payment on an open invoice; the invoice becomes `paid` at zero \
                       balance. Emits `payment.created`.",
-    request_body = ref("#/components/schemas/PaymentIn"),
+    request_body = PaymentIn,
     responses((status = 201, body = crate::domain::payments::Payment), (status = 404, description = "`invoice_id` does not exist in your company"))
 )]
 pub async fn create_payment(

@@ -17,6 +17,7 @@ use super::payments;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -84,9 +85,15 @@ async fn load_tx(tx: &mut Tx, company: Uuid, id: Uuid) -> AppResult<Option<Refun
     Ok(row.map(Refund::from))
 }
 
+/// Body of `createRefund`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RefundIn {
+    #[schema(schema_with = fields::id)]
     payment_id: Uuid,
+    /// > 0.
     amount: Money,
+    #[schema(schema_with = fields::text::<TEXT_MAX>)]
     reason: String,
 }
 
@@ -218,7 +225,7 @@ impl Operation for CreateRefund {
     summary = "Refund (part of) a payment",
     description = "Lowers the invoice's `amount_paid`; a paid invoice with a balance is \
                       `open` again. Emits `refund.created`.",
-    request_body = ref("#/components/schemas/RefundIn"),
+    request_body = RefundIn,
     responses((status = 201, body = crate::domain::refunds::Refund), (status = 404, description = "`payment_id` does not exist in your company"))
 )]
 pub async fn create_refund(

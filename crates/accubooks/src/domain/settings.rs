@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::ok_json;
@@ -141,11 +142,48 @@ const FIELDS: &[&str] = &[
     "fiscal_year_start_month",
 ];
 
-/// Applies a validated patch to `s`.
-fn apply_patch(body: &Value, s: &mut Settings) -> AppResult<()> {
+/// Longest invoice number prefix.
+const PREFIX_MAX: usize = 10;
+/// Longest payment term, in days.
+const PAYMENT_TERMS_MAX: i64 = 365;
+
+/// Body of `updateCompanySettings`: at least one field; `null` values are refused.
+#[derive(utoipa::ToSchema)]
+#[schema(min_properties = 1)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
+    display_name: Option<String>,
+    #[schema(schema_with = fields::currency)]
+    currency: Option<String>,
+    #[schema(schema_with = prefix_schema)]
+    invoice_prefix: Option<String>,
+    #[schema(schema_with = fields::integer::<0, PAYMENT_TERMS_MAX>)]
+    payment_terms_days: Option<i64>,
+    #[schema(schema_with = fields::integer::<1, 12>)]
+    fiscal_year_start_month: Option<i64>,
+}
+
+/// 1 to [`PREFIX_MAX`] of `A-Z`, `0-9` and `-`.
+fn is_prefix(s: &str) -> bool {
+    (1..=PREFIX_MAX).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn prefix_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(format!("^[A-Z0-9-]{{1,{PREFIX_MAX}}}$")))
+        .build()
+}
+
+/// Validates a settings patch.
+fn parse_patch(body: &Value) -> AppResult<SettingsPatch> {
     let mut v = Validator::new();
     let Some(o) = v.object(body, "", FIELDS) else {
-        return v.finish();
+        v.finish()?;
+        return Err(AppError::Internal("unreachable: object check".into()));
     };
     if !FIELDS.iter().any(|f| o.contains_key(*f)) {
         v.error(
@@ -158,34 +196,51 @@ fn apply_patch(body: &Value, s: &mut Settings) -> AppResult<()> {
             v.error(*f, "must not be null");
         }
     }
-    if let Some(x) = v.text(o, "", "display_name", NAME_MAX, false) {
-        if x.trim().is_empty() {
-            v.error("display_name", "must not be blank");
-        } else {
+    let mut display_name = v.text(o, "", "display_name", NAME_MAX, false);
+    if display_name.as_ref().is_some_and(|x| x.trim().is_empty()) {
+        v.error("display_name", "must not be blank");
+        display_name = None;
+    }
+    let currency = v.currency(o, "", "currency", false);
+    let mut invoice_prefix = v.text(o, "", "invoice_prefix", PREFIX_MAX, false);
+    if invoice_prefix.as_ref().is_some_and(|x| !is_prefix(x)) {
+        v.error(
+            "invoice_prefix",
+            format!("must be 1 to {PREFIX_MAX} of A-Z, 0-9 and -"),
+        );
+        invoice_prefix = None;
+    }
+    let payment_terms_days = v.integer(o, "", "payment_terms_days", 0, PAYMENT_TERMS_MAX, false);
+    let fiscal_year_start_month = v.integer(o, "", "fiscal_year_start_month", 1, 12, false);
+    v.finish()?;
+    Ok(SettingsPatch {
+        display_name,
+        currency,
+        invoice_prefix,
+        payment_terms_days,
+        fiscal_year_start_month,
+    })
+}
+
+impl SettingsPatch {
+    /// Applies this patch to `s`.
+    fn apply(self, s: &mut Settings) {
+        if let Some(x) = self.display_name {
             s.display_name = x;
         }
-    }
-    if let Some(x) = v.currency(o, "", "currency", false) {
-        s.currency = x;
-    }
-    if let Some(x) = v.text(o, "", "invoice_prefix", 10, false) {
-        if x.is_empty()
-            || !x
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
-        {
-            v.error("invoice_prefix", "must be 1 to 10 of A-Z, 0-9 and -");
-        } else {
+        if let Some(x) = self.currency {
+            s.currency = x;
+        }
+        if let Some(x) = self.invoice_prefix {
             s.invoice_prefix = x;
         }
+        if let Some(x) = self.payment_terms_days {
+            s.payment_terms_days = i32::try_from(x).unwrap_or_default();
+        }
+        if let Some(x) = self.fiscal_year_start_month {
+            s.fiscal_year_start_month = i32::try_from(x).unwrap_or(1);
+        }
     }
-    if let Some(x) = v.integer(o, "", "payment_terms_days", 0, 365, false) {
-        s.payment_terms_days = i32::try_from(x).unwrap_or_default();
-    }
-    if let Some(x) = v.integer(o, "", "fiscal_year_start_month", 1, 12, false) {
-        s.fiscal_year_start_month = i32::try_from(x).unwrap_or(1);
-    }
-    v.finish()
 }
 
 struct UpdateSettings {
@@ -225,8 +280,9 @@ impl Operation for UpdateSettings {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
+        let patch = parse_patch(&self.body)?;
         let mut s = current(ctx.tx(), self.company, true).await?;
-        apply_patch(&self.body, &mut s)?;
+        patch.apply(&mut s);
         let now = ctx.now();
         let version: i64 = on_tx!(ctx.tx(), |c| {
             sqlx::query_scalar(
@@ -265,7 +321,7 @@ impl Operation for UpdateSettings {
     summary = "Change company settings",
     description = "Applies the given fields and increments `version`; answers 201 on first \
                       execution like every operation. The record is the settings version.",
-    request_body = ref("#/components/schemas/SettingsPatch"),
+    request_body = SettingsPatch,
     responses((status = 201, body = crate::domain::settings::SettingsOut))
 )]
 pub async fn update_settings(

@@ -17,7 +17,6 @@ use uuid::Uuid;
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::validate::Validator;
 use crate::web::ok_json;
 use crate::workflows::signature;
 
@@ -123,9 +122,7 @@ impl Operation for RotateSecret {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let mut v = Validator::new();
-        v.object(&self.body, "", &[]);
-        v.finish()?;
+        super::parse_empty(&self.body)?;
         let old = ensure(ctx.tx(), self.company).await?;
         let s = Secret {
             secret: signature::new_secret(),
@@ -171,7 +168,7 @@ impl Operation for RotateSecret {
                       deliveries that start after the commit are signed with the new one. The \
                       body may be empty or `{}`. The response (and its replays) carry the new \
                       secret with `Cache-Control: no-store`. The record is the rotation.",
-    request_body = ref("#/components/schemas/RotateIn"),
+    request_body = super::EmptyIn,
     responses((status = 201, body = crate::domain::webhook_secret::Secret))
 )]
 pub async fn rotate_secret(

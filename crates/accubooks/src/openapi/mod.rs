@@ -5,7 +5,9 @@
 //! - Every path comes from a mounted handler's `#[utoipa::path]`: [`ApiRouter`] mounts and
 //!   documents in one step, so the document lists exactly the routes the server has, at
 //!   their methods, and each response body is the schema of the Rust type the handler
-//!   serializes (`#[derive(ToSchema)]`).
+//!   serializes (`#[derive(ToSchema)]`), each request body the schema of the input type
+//!   its parser returns (closed objects whose field schemas come from [`fields`], built
+//!   from the parser's own limits).
 //! - What every route of a kind shares is added in one place ([`contract`]): path
 //!   parameters, `X-Request-Id`, the idempotency contract of registered operations
 //!   (`Idempotency-Key`, `Prefer`, 201 and 200 with `Idempotent-Replayed` and
@@ -15,7 +17,7 @@
 //!   only clones the bytes.
 
 mod contract;
-mod inputs;
+pub mod fields;
 mod responses;
 mod router;
 mod schemas;

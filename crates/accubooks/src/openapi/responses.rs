@@ -11,7 +11,8 @@ use utoipa::openapi::{
     AllOfBuilder, Content, HeaderBuilder, ObjectBuilder, Required, Response, ResponseBuilder, Type,
 };
 
-use super::schemas::{enumeration, id, int, r, string, S};
+use super::fields::{id, int};
+use super::schemas::{enumeration, r, string, S};
 
 /// `Idempotency-Key`: required on every operation.
 pub(super) fn idempotency_key() -> Parameter {

@@ -1,7 +1,9 @@
-//! The served OpenAPI document, checked against what the server really answers: every
+//! The served OpenAPI document, checked against what the server really answers: for every
 //! 2xx response the harness receives ([`crate::harness::TestApp::send`], which every
-//! request helper goes through) is validated against the response schema of its
-//! operation in the document the same server serves at `/openapi.json`.
+//! request helper goes through), the response body is validated against the response
+//! schema of its operation in the document the same server serves at `/openapi.json`, and
+//! the request body that was accepted against the operation's request-body schema (which
+//! is derived from the input type the server's parser returns).
 //!
 //! Invariants:
 //! - The document is fetched once per test server; the operation is found by method and
@@ -9,11 +11,15 @@
 //! - A 2xx answer to a route or with a status the document does not declare fails, and
 //!   a declared `application/json` body must parse and validate (JSON Schema 2020-12,
 //!   the dialect of OpenAPI 3.1, formats asserted).
-//! - Validation is strict where the document is lenient: an object may carry only the
-//!   properties its schema declares (`unevaluatedProperties: false` is added to every
-//!   object schema outside an `allOf`). The served document leaves response objects open
-//!   so clients tolerate later additions; the tests close them so that a field the
+//! - Validation of responses is strict where the document is lenient: an object may carry
+//!   only the properties its schema declares (`unevaluatedProperties: false` is added to
+//!   every object schema outside an `allOf`). The served document leaves response objects
+//!   open so clients tolerate later additions; the tests close them so that a field the
 //!   server writes but the document omits fails the test that received it.
+//! - Request bodies are validated against the served schemas as they are (request bodies
+//!   are closed objects already): a body the server accepted must be one the document
+//!   admits, and [`Spec::request_errors`] tells whether the document refuses a body.
+//!   An empty body is admitted where the document makes the body optional.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,12 +27,19 @@ use std::sync::{Arc, Mutex};
 use jsonschema::{Draft, Validator};
 use serde_json::{json, Map, Value};
 
+/// What a validator checks: the body of a response with a status, or the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Body {
+    Response(u16),
+    Request,
+}
+
 /// The served document and the validators compiled from it so far.
 pub struct Spec {
     doc: Value,
-    /// `components`, closed as described in the module doc.
-    components: Value,
-    validators: Mutex<HashMap<(String, String, u16), Arc<Validator>>>,
+    /// `components`, closed as described in the module doc (for responses).
+    closed: Value,
+    validators: Mutex<HashMap<(String, String, Body), Arc<Validator>>>,
 }
 
 /// One operation of the document, as the response's request resolved to it.
@@ -48,11 +61,11 @@ impl Operation<'_> {
 impl Spec {
     /// Prepares the checks for the document `doc`.
     pub fn new(doc: Value) -> Spec {
-        let mut components = doc["components"].clone();
-        close(&mut components, false);
+        let mut closed = doc["components"].clone();
+        close(&mut closed, false);
         Spec {
             doc,
-            components,
+            closed,
             validators: Mutex::new(HashMap::new()),
         }
     }
@@ -85,11 +98,9 @@ impl Spec {
                 op.name()
             )
         })?;
-        let validator = self.validator(&op, status, schema)?;
-        let errors: Vec<String> = validator
-            .iter_errors(&instance)
-            .map(|e| format!("at `{}`: {e}", e.instance_path()))
-            .collect();
+        let errors = self
+            .validator(&op, Body::Response(status), schema)?
+            .errors(&instance);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -99,6 +110,56 @@ impl Spec {
                 errors.join("\n  ")
             ))
         }
+    }
+
+    /// Checks the body of a request the server answered with a 2xx: `Err` says which
+    /// operation, where in the body and what the request-body schema requires.
+    pub fn check_request(&self, method: &str, path: &str, body: &[u8]) -> Result<(), String> {
+        let op = self.operation(method, path).ok_or_else(|| {
+            format!("{method} {path} was accepted but the served document has no such operation")
+        })?;
+        let Some(declared) = op.op.get("requestBody") else {
+            return if body.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: a body was accepted but the document declares none",
+                    op.name()
+                ))
+            };
+        };
+        if body.is_empty() && declared["required"] != true {
+            return Ok(());
+        }
+        let instance: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("{}: the accepted request body is not JSON: {e}", op.name()))?;
+        let errors = self.request_errors(method, path, &instance)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: the server accepted a request body its served schema refuses:\n  {}\nbody: {instance}",
+                op.name(),
+                errors.join("\n  ")
+            ))
+        }
+    }
+
+    /// What the request-body schema of the operation serving `method path` finds wrong
+    /// with `body` (empty when it admits it).
+    pub fn request_errors(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Vec<String>, String> {
+        let op = self
+            .operation(method, path)
+            .ok_or_else(|| format!("{method} {path}: no such operation"))?;
+        let schema = op.op["requestBody"]["content"]["application/json"]
+            .get("schema")
+            .ok_or_else(|| format!("{}: no JSON request body", op.name()))?;
+        Ok(self.validator(&op, Body::Request, schema)?.errors(body))
     }
 
     /// The operation serving `method path`.
@@ -124,25 +185,44 @@ impl Spec {
     fn validator(
         &self,
         op: &Operation<'_>,
-        status: u16,
+        body: Body,
         schema: &Value,
     ) -> Result<Arc<Validator>, String> {
-        let key = (op.method.clone(), op.route.to_owned(), status);
+        let key = (op.method.clone(), op.route.to_owned(), body);
         let mut cache = self.validators.lock().map_err(|e| e.to_string())?;
         if let Some(v) = cache.get(&key) {
             return Ok(v.clone());
         }
         let mut schema = schema.clone();
-        close(&mut schema, false);
-        let root = json!({"allOf": [schema], "components": self.components});
+        let components = match body {
+            Body::Response(_) => {
+                close(&mut schema, false);
+                &self.closed
+            }
+            Body::Request => &self.doc["components"],
+        };
+        let root = json!({"allOf": [schema], "components": components});
         let validator = jsonschema::options()
             .with_draft(Draft::Draft202012)
             .should_validate_formats(true)
             .build(&root)
-            .map_err(|e| format!("{}: the {status} schema does not compile: {e}", op.name()))?;
+            .map_err(|e| format!("{}: the {body:?} schema does not compile: {e}", op.name()))?;
         let validator = Arc::new(validator);
         cache.insert(key, validator.clone());
         Ok(validator)
+    }
+}
+
+trait Errors {
+    fn errors(&self, instance: &Value) -> Vec<String>;
+}
+
+impl Errors for Validator {
+    /// Every violation, with where in `instance` it is.
+    fn errors(&self, instance: &Value) -> Vec<String> {
+        self.iter_errors(instance)
+            .map(|e| format!("at `{}`: {e}", e.instance_path()))
+            .collect()
     }
 }
 

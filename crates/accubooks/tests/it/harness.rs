@@ -7,7 +7,8 @@
 //! Strict: a running `TestApp` that is dropped checks that every workflow instance
 //! settled (within 10 s) and that none failed, unless the test expected it; and every
 //! 2xx response that goes through [`TestApp::send`] (so every request helper) must match
-//! its operation's response schema in the server's own `/openapi.json`
+//! its operation's response schema in the server's own `/openapi.json`, and the request
+//! body it answered must match the operation's request-body schema
 //! ([`crate::conformance`]), or the test fails there.
 
 #![allow(dead_code)]
@@ -333,20 +334,29 @@ impl TestApp {
         )
     }
 
-    /// Sends a request and reads the whole response; a 2xx response must match the
-    /// served document (see the module doc), or this panics with the operation, the
-    /// path into the body and the schema's message.
+    /// Sends a request and reads the whole response; a 2xx response and the request body
+    /// it accepted must match the served document (see the module doc), or this panics
+    /// with the operation, the path into the body and the schema's message.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let (client, req) = req.build_split();
         let req = req.expect("request builds");
         let (method, path) = (req.method().to_string(), req.url().path().to_owned());
+        // A streamed body cannot be read back; it is not checked.
+        let sent = match req.body() {
+            None => Some(Vec::new()),
+            Some(b) => b.as_bytes().map(<[u8]>::to_vec),
+        };
         let res = client.execute(req).await.expect("request sent");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let body = res.bytes().await.expect("body read");
         if (200..300).contains(&status) {
-            if let Err(violation) = self.spec().await.check(&method, &path, status, &body) {
+            let spec = self.spec().await;
+            if let Err(violation) = spec.check(&method, &path, status, &body) {
                 panic!("the response disagrees with the served OpenAPI document: {violation}");
+            }
+            if let Some(Err(violation)) = sent.map(|b| spec.check_request(&method, &path, &b)) {
+                panic!("the request disagrees with the served OpenAPI document: {violation}");
             }
         }
         Resp {

@@ -202,9 +202,99 @@ async fn a_body_that_drifts_from_the_served_schema_is_refused(backend: Backend) 
     assert!(undocumented.is_err_and(|e| e.contains("no such operation")));
     let wrong_status = spec.check("POST", "/api/customers", 204, b"");
     assert!(wrong_status.is_err_and(|e| e.contains("not a documented response")));
+    let accepted = spec.check_request("POST", "/api/customers", br#"{"name":"Ada"}"#);
+    assert_eq!(accepted, Ok(()));
+    let drifted = spec.check_request("POST", "/api/customers", br#"{"name":"Ada","x":1}"#);
+    assert!(drifted.is_err_and(|e| e.contains("createCustomer") && e.contains("x")));
+    let empty = spec.check_request("POST", "/api/invoices/{id}/finalize", b"");
+    assert_eq!(empty, Ok(()), "finalize's body is optional");
+}
+
+/// Bodies the parsers refuse with `422 validation_failed`, with the field the problem
+/// names. Each is a refusal JSON Schema can express; what it cannot (an integer written
+/// `1.0`, `delta: 0`, `annual_salary` with `pay_type: hourly`, an unknown currency) is
+/// stated in the schemas' descriptions instead.
+fn refused_bodies(id: &str) -> Vec<(&'static str, String, Value, &'static str)> {
+    let hours = json!({ id: 80 });
+    let lines: Vec<Value> = (0..101)
+        .map(|_| json!({"description": "d", "quantity": 1, "unit_price": "1.00"}))
+        .collect();
+    [
+        ("POST", "/api/customers", json!({"name": "Ada", "nickname": "A"}), "nickname"),
+        ("POST", "/api/customers", json!({"name": "x".repeat(201)}), "name"),
+        ("POST", "/api/customers", json!({"name": " "}), "name"),
+        ("POST", "/api/customers", json!({"email": "a@b"}), "name"),
+        ("POST", "/api/employees", json!({"name": "E", "pay_type": "salary", "annual_salary": 50000}), "annual_salary"),
+        ("POST", "/api/employees", json!({"name": "E", "email": "nobody", "pay_type": "hourly", "hourly_rate": "10.00"}), "email"),
+        ("POST", "/api/inventory-items", json!({"sku": "S", "name": "N", "quantity": "5"}), "quantity"),
+        ("POST", "/api/invoices", json!({"customer_id": "c-1", "line_items": [{"description": "d", "quantity": 1, "unit_price": "1.00"}]}), "customer_id"),
+        ("POST", "/api/invoices", json!({"customer_id": id, "line_items": [{"description": "d", "quantity": 0, "unit_price": "1.00"}]}), "line_items[0].quantity"),
+        ("POST", "/api/invoices", json!({"customer_id": id, "line_items": lines}), "line_items"),
+        ("POST", "/api/payments", json!({"invoice_id": id, "method": "card"}), "amount"),
+        ("POST", "/api/refunds", json!({"payment_id": id, "amount": "5.00"}), "reason"),
+        ("POST", "/api/payroll-runs", json!({"period_start": "2024-01-01", "period_end": "2024-01-15", "pay_date": "2024-01-20", "hours": hours}), "hours."),
+        ("POST", "/api/bank-transactions", json!({"amount": "1.00", "posted_on": "2024-1-1", "description": "d"}), "posted_on"),
+        ("PATCH", "/api/company/settings", json!({}), "body"),
+        ("PATCH", "/api/company/settings", json!({"currency": null}), "currency"),
+        ("PATCH", "/api/company/settings", json!({"invoice_prefix": "inv-"}), "invoice_prefix"),
+        ("POST", "/api/company/members", json!({"email": "x@y", "role": "owner"}), "role"),
+        ("POST", "/api/workflows", json!({"name": "W", "trigger": "invoice.deleted", "action": {"type": "notify", "target": "t"}}), "trigger"),
+        ("PATCH", "/api/workflows/{id}", json!({"active": "yes"}), "active"),
+        ("POST", "/api/workflows/{id}/trigger", json!({"input": 5}), "input"),
+        ("POST", "/api/invoices/{id}/finalize", json!({"force": true}), "force"),
+        ("POST", "/api/bank-transactions/{id}/reconcile", json!({}), "payment_id"),
+        ("POST", "/api/inventory-items/{id}/adjustments", json!({"delta": 1, "reason": "r".repeat(501)}), "reason"),
+        ("POST", "/admin/companies", json!({"name": "A", "plan": "pro"}), "plan"),
+        ("POST", "/admin/companies/{id}/tokens", json!({"email": 7}), "email"),
+    ]
+    .into_iter()
+    .map(|(method, route, body, field)| (method, route.replace("{id}", id), body, field))
+    .collect()
+}
+
+async fn bodies_the_parser_refuses_are_refused_by_the_served_schema(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let company = app.create_company("Refusals").await;
+    let spec = app.spec().await;
+    let id = "0b9d6c5e-7f1a-4c3b-9e2d-1a2b3c4d5e6f";
+
+    for (i, (method, path, body, field)) in refused_bodies(id).into_iter().enumerate() {
+        let token = if path.starts_with("/admin/") {
+            crate::harness::OPERATOR
+        } else {
+            company.token.as_str()
+        };
+        let method_ = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_default();
+        let key = format!("refused-{i}");
+        let r = app
+            .write(method_, &path, token, Some(&key), &body.to_string())
+            .await;
+
+        let named: Vec<String> = r.json()["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["field"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (422, "validation_failed"),
+            "{method} {path} {body}"
+        );
+        assert!(
+            named.iter().any(|f| f.starts_with(field)),
+            "{method} {path} {body}: {named:?}"
+        );
+        let refusals = spec.request_errors(method, &path, &body);
+        assert!(
+            refusals.as_ref().is_ok_and(|e| !e.is_empty()),
+            "{method} {path}: the parser refuses {body} but the served schema admits it ({refusals:?})"
+        );
+    }
 }
 
 backend_tests!(
+    bodies_the_parser_refuses_are_refused_by_the_served_schema,
     a_body_that_drifts_from_the_served_schema_is_refused,
     the_document_is_served_without_a_token_as_openapi_3_json,
     every_registered_operation_declares_its_idempotency_contract,

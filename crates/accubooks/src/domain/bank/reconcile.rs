@@ -12,6 +12,7 @@ use super::load_tx;
 use crate::auth::{Need, Tenant};
 use crate::domain::payments;
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::Validator;
 use crate::web::IdPath;
@@ -22,13 +23,23 @@ struct ReconcileLedger {
     body: Value,
 }
 
-fn parse(body: &Value) -> AppResult<Uuid> {
+/// Body of `reconcileLedger`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReconcileIn {
+    #[schema(schema_with = fields::id)]
+    payment_id: Uuid,
+}
+
+fn parse(body: &Value) -> AppResult<ReconcileIn> {
     let mut v = Validator::new();
     let payment = v
         .object(body, "", &["payment_id"])
         .and_then(|o| v.uuid(o, "", "payment_id", true));
     v.finish()?;
-    payment.ok_or_else(|| AppError::Internal("unreachable: payment_id checked".into()))
+    let payment_id =
+        payment.ok_or_else(|| AppError::Internal("unreachable: payment_id checked".into()))?;
+    Ok(ReconcileIn { payment_id })
 }
 
 async fn payment_matched(tx: &mut Tx, company: Uuid, payment: Uuid) -> AppResult<bool> {
@@ -129,7 +140,7 @@ impl Operation for ReconcileLedger {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let payment = parse(&self.body)?;
+        let payment = parse(&self.body)?.payment_id;
         self.check(ctx.tx(), payment).await?;
         self.record(ctx, payment).await?;
         let t = load_tx(ctx.tx(), self.company, self.transaction, false)
@@ -149,7 +160,7 @@ impl Operation for ReconcileLedger {
     description = "Matches the transaction with a payment of the same original amount. The \
                       record is the reconciliation; a retry after expiry returns the bank \
                       transaction as it is now.",
-    request_body = ref("#/components/schemas/ReconcileIn"),
+    request_body = ReconcileIn,
     responses((status = 201, body = crate::domain::bank::BankTransaction), (status = 404, description = "the bank transaction or `payment_id` does not exist in your company"))
 )]
 pub async fn reconcile_ledger(

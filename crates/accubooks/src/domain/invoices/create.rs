@@ -13,28 +13,53 @@ use crate::auth::{Need, Tenant};
 use crate::domain::{customers, settings};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Sign, Validator, TEXT_MAX};
 
+/// Most line items of an invoice (the schema's `maxItems` states it too; a test checks).
+const LINE_ITEMS_MAX: usize = 100;
+/// Largest quantity of a line.
+const QUANTITY_MAX: i64 = 1_000_000;
+
+/// An invoice line.
+#[derive(utoipa::ToSchema)]
+#[schema(as = LineItemIn)]
+#[serde(deny_unknown_fields)]
 struct LineIn {
+    #[schema(schema_with = fields::text::<TEXT_MAX>)]
     description: String,
+    #[schema(schema_with = fields::integer::<1, QUANTITY_MAX>)]
     quantity: i64,
+    /// ≥ 0.
     unit_price: Money,
+    /// Computed: `unit_price` × `quantity`.
+    #[schema(ignore)]
     amount: Money,
 }
 
+/// Body of `createInvoice`. Defaults: the settings' currency; due date = UTC creation date +
+/// `payment_terms_days`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct InvoiceIn {
+    #[schema(schema_with = fields::id)]
     customer_id: Uuid,
+    #[schema(schema_with = fields::currency_or_null)]
     currency: Option<String>,
+    #[schema(schema_with = fields::date_or_null)]
     due_date: Option<NaiveDate>,
-    lines: Vec<LineIn>,
+    #[schema(min_items = 1, max_items = 100)]
+    line_items: Vec<LineIn>,
+    /// Computed: the sum of the line amounts.
+    #[schema(ignore)]
     total: Money,
 }
 
 fn parse_line(v: &mut Validator, item: &Value, at: &str) -> Option<LineIn> {
     let o = v.object(item, at, &["description", "quantity", "unit_price"])?;
     let description = v.text(o, at, "description", TEXT_MAX, true);
-    let quantity = v.integer(o, at, "quantity", 1, 1_000_000, true);
+    let quantity = v.integer(o, at, "quantity", 1, QUANTITY_MAX, true);
     let unit_price = v.money(o, at, "unit_price", Sign::NonNegative, true);
     let (description, quantity, unit_price) = (description?, quantity?, unit_price?);
     let Some(amount) = unit_price.checked_mul(quantity) else {
@@ -54,8 +79,14 @@ fn parse_lines(v: &mut Validator, o: &Map<String, Value>) -> Vec<LineIn> {
         v.error("line_items", "is required");
         return Vec::new();
     };
-    let Some(items) = items.as_array().filter(|a| (1..=100).contains(&a.len())) else {
-        v.error("line_items", "must be an array of 1 to 100 line items");
+    let Some(items) = items
+        .as_array()
+        .filter(|a| (1..=LINE_ITEMS_MAX).contains(&a.len()))
+    else {
+        v.error(
+            "line_items",
+            format!("must be an array of 1 to {LINE_ITEMS_MAX} line items"),
+        );
         return Vec::new();
     };
     items
@@ -75,11 +106,11 @@ fn parse(body: &Value) -> AppResult<InvoiceIn> {
     let customer_id = v.uuid(o, "", "customer_id", true);
     let currency = v.currency(o, "", "currency", false);
     let due_date = v.date(o, "", "due_date", false);
-    let lines = parse_lines(&mut v, o);
+    let line_items = parse_lines(&mut v, o);
     let total = if v.has_errors() {
         None
     } else {
-        let t = lines
+        let t = line_items
             .iter()
             .try_fold(Money(0), |acc, l| acc.checked_add(l.amount));
         if t.is_none() {
@@ -92,7 +123,7 @@ fn parse(body: &Value) -> AppResult<InvoiceIn> {
         customer_id: customer_id.unwrap_or_default(),
         currency,
         due_date,
-        lines,
+        line_items,
         total: total.unwrap_or_default(),
     })
 }
@@ -134,7 +165,7 @@ impl CreateInvoice {
         .await
         .map(|r| r.rows_affected())
         })?;
-        insert_lines(ctx.tx(), self.company, id, &input.lines).await
+        insert_lines(ctx.tx(), self.company, id, &input.line_items).await
     }
 }
 
@@ -211,7 +242,7 @@ impl Operation for CreateInvoice {
     description = "Creates a `draft` invoice with `number: null`; line amounts and totals \
                       are computed with checked arithmetic (a computed amount beyond 12 integer \
                       digits → 422 naming that field). Emits `invoice.created`.",
-    request_body = ref("#/components/schemas/InvoiceIn"),
+    request_body = InvoiceIn,
     responses((status = 201, body = crate::domain::invoices::Invoice), (status = 404, description = "`customer_id` does not exist in your company (the detail names the field)"))
 )]
 pub async fn create_invoice(
@@ -225,4 +256,19 @@ pub async fn create_invoice(
         body,
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    #[test]
+    fn the_schema_states_the_parsers_line_item_limits() {
+        let schema = serde_json::to_value(InvoiceIn::schema()).unwrap_or_default();
+        let lines = &schema["properties"]["line_items"];
+        assert_eq!(lines["minItems"], 1);
+        assert_eq!(lines["maxItems"], LINE_ITEMS_MAX);
+    }
 }

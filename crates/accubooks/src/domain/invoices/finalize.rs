@@ -15,7 +15,6 @@ use crate::auth::{Need, Tenant};
 use crate::domain::settings;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::validate::Validator;
 use crate::web::IdPath;
 
 struct FinalizeInvoice {
@@ -106,9 +105,7 @@ impl Operation for FinalizeInvoice {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let mut v = Validator::new();
-        v.object(&self.body, "", &[]);
-        v.finish()?;
+        crate::domain::parse_empty(&self.body)?;
         self.finalize(ctx).await?;
         let id = ctx.id();
         ctx.emit(&[Event::new("invoice.finalized", "invoice_finalization", id)])
@@ -131,7 +128,7 @@ impl Operation for FinalizeInvoice {
                       sequence (`INV-000001`) and opens it (`paid` when its total is 0.00). \
                       The body must be `{}` or empty. The record is the finalization; a retry \
                       after expiry returns the invoice as it is now. Emits `invoice.finalized`.",
-    request_body = ref("#/components/schemas/EmptyIn"),
+    request_body = crate::domain::EmptyIn,
     responses((status = 201, body = crate::domain::invoices::Invoice), (status = 404, description = "the invoice does not exist in your company"))
 )]
 pub async fn finalize_invoice(

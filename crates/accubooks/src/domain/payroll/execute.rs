@@ -9,24 +9,53 @@ use chrono::NaiveDate;
 use idem::{on_tx, Created, Event, ExecCtx, Existing, Id, Operation, Tx};
 use serde_json::{Map, Value};
 use sqlx::FromRow;
+use utoipa::openapi::schema::SchemaType;
+use utoipa::openapi::{Object, ObjectBuilder, Type};
 use uuid::Uuid;
 
 use super::{load_tx, location};
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::money::Money;
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{parse_uuid, Validator};
 
 /// Most hours in a period: 744.00 (31 days).
 const MAX_HOURS: i64 = 74_400;
 
+/// Body of `executePayroll`; period_start ≤ period_end ≤ pay_date, inclusive.
+#[derive(utoipa::ToSchema)]
+#[schema(as = PayrollRunIn)]
+#[serde(deny_unknown_fields)]
 struct RunIn {
-    start: String,
-    end: String,
+    #[schema(schema_with = fields::date)]
+    period_start: String,
+    #[schema(schema_with = fields::date)]
+    period_end: String,
+    #[schema(schema_with = fields::date)]
     pay_date: String,
     /// (key as sent, employee id, hours in hundredths).
+    #[schema(schema_with = hours_schema, required = false)]
     hours: Vec<(String, Uuid, i64)>,
+}
+
+/// `hours` on the wire: an optional object of employee id → hours as a decimal string.
+fn hours_schema() -> Object {
+    let max = Money(MAX_HOURS);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(format!(
+            "active hourly employee id → hours worked, \"0.00\"..\"{max}\" (strings)"
+        )))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::money::PATTERN))
+                .description(Some(format!("hours, 0.00..{max}")))
+                .examples(["125.00"]),
+        ))
+        .build()
 }
 
 fn parse_hours(v: &mut Validator, o: &Map<String, Value>) -> Vec<(String, Uuid, i64)> {
@@ -76,8 +105,8 @@ fn parse(body: &Value) -> AppResult<RunIn> {
             .unwrap_or_default()
     };
     Ok(RunIn {
-        start: fmt(start),
-        end: fmt(end),
+        period_start: fmt(start),
+        period_end: fmt(end),
         pay_date: fmt(pay),
         hours,
     })
@@ -167,8 +196,8 @@ async fn overlaps(tx: &mut Tx, company: Uuid, input: &RunIn) -> AppResult<bool> 
          and period_end >= $3 limit 1"
     )
     .bind(Id(company))
-    .bind(&input.end)
-    .bind(&input.start)
+    .bind(&input.period_end)
+    .bind(&input.period_start)
     .fetch_optional(c)
     .await)?;
     Ok(n.is_some())
@@ -196,8 +225,8 @@ impl ExecutePayroll {
         )
         .bind(Id(self.company))
         .bind(Id(id))
-        .bind(&input.start)
-        .bind(&input.end)
+        .bind(&input.period_start)
+        .bind(&input.period_end)
         .bind(&input.pay_date)
         .bind(total.0)
         .bind(&fp)
@@ -260,7 +289,7 @@ impl Operation for ExecutePayroll {
                 "payroll_period_already_executed",
                 format!(
                     "{}..{} overlaps an executed payroll run",
-                    input.start, input.end
+                    input.period_start, input.period_end
                 ),
             ));
         }
@@ -287,7 +316,7 @@ impl Operation for ExecutePayroll {
                       zero. `hours` keys must be active hourly employees of the company (else \
                       422 `validation_failed` at `hours.<key>`, never 404). Emits \
                       `payroll.executed`.",
-    request_body = ref("#/components/schemas/PayrollRunIn"),
+    request_body = RunIn,
     responses((status = 201, body = crate::domain::payroll::PayrollRun))
 )]
 pub async fn execute_payroll(

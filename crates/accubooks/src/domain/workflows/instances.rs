@@ -159,7 +159,16 @@ async fn load_tx(tx: &mut Tx, company: Uuid, id: Uuid) -> AppResult<Option<Insta
     Ok(row.map(Instance::from))
 }
 
-fn parse(body: &Value) -> AppResult<Option<String>> {
+/// Body of `triggerWorkflow`; an empty body without a content type means `{}`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TriggerIn {
+    /// Any JSON object; it becomes the instance's `input`.
+    #[schema(value_type = Option<Object>)]
+    input: Option<String>,
+}
+
+fn parse(body: &Value) -> AppResult<TriggerIn> {
     let mut v = Validator::new();
     let input = match v.object(body, "", &["input"]) {
         Some(o) => match o.get("input") {
@@ -173,7 +182,7 @@ fn parse(body: &Value) -> AppResult<Option<String>> {
         None => None,
     };
     v.finish()?;
-    Ok(input)
+    Ok(TriggerIn { input })
 }
 
 struct TriggerWorkflow {
@@ -201,7 +210,7 @@ impl Operation for TriggerWorkflow {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let input = parse(&self.body)?;
+        let TriggerIn { input } = parse(&self.body)?;
         let w = super::load_tx(ctx.tx(), self.company, self.workflow, true)
             .await?
             .ok_or_else(|| {
@@ -246,7 +255,7 @@ impl Operation for TriggerWorkflow {
     summary = "Trigger a workflow manually",
     description = "Creates a workflow instance with `trigger_entity_type: \"manual\"`. The \
                       body may be empty, `{}` or `{\"input\": {...}}`.",
-    request_body = ref("#/components/schemas/TriggerIn"),
+    request_body = TriggerIn,
     responses((status = 201, body = crate::domain::workflows::instances::Instance), (status = 404, description = "the workflow does not exist in your company"))
 )]
 pub async fn trigger_workflow(

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::auth::{Need, Tenant};
 use crate::error::{AppError, AppResult};
+use crate::openapi::fields;
 use crate::state::AppState;
 use crate::validate::{Validator, NAME_MAX};
 use crate::web::{ok_json, page, IdPath, ListQuery};
@@ -122,11 +123,36 @@ async fn load_tx(tx: &mut Tx, company: Uuid, id: Uuid, lock: bool) -> AppResult<
     Ok(row.map(Workflow::from))
 }
 
+/// Body of `createWorkflow`; `active` defaults to true.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct WorkflowIn {
+    #[schema(schema_with = fields::text::<NAME_MAX>)]
     name: String,
+    #[schema(schema_with = trigger_schema)]
     trigger: &'static str,
     action: Action,
+    #[schema(required = false, nullable, default = true)]
     active: bool,
+}
+
+/// Body of `updateWorkflow`.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WorkflowPatch {
+    active: bool,
+}
+
+fn parse_patch(body: &Value) -> AppResult<WorkflowPatch> {
+    let mut v = Validator::new();
+    let active = match v.object(body, "", &["active"]) {
+        Some(o) => v.boolean(o, "", "active", true),
+        None => None,
+    };
+    v.finish()?;
+    Ok(WorkflowPatch {
+        active: active.unwrap_or(true),
+    })
 }
 
 fn parse_action(v: &mut Validator, o: &Map<String, Value>) -> Option<Action> {
@@ -300,13 +326,7 @@ impl Operation for UpdateWorkflow {
     }
 
     async fn execute(&self, ctx: &mut ExecCtx<'_>) -> AppResult<Created> {
-        let mut v = Validator::new();
-        let active = match v.object(&self.body, "", &["active"]) {
-            Some(o) => v.boolean(o, "", "active", true),
-            None => None,
-        };
-        v.finish()?;
-        let active = active.unwrap_or(true);
+        let WorkflowPatch { active } = parse_patch(&self.body)?;
         let mut w = load_tx(ctx.tx(), self.company, self.workflow, true)
             .await?
             .ok_or_else(|| {
@@ -352,7 +372,7 @@ impl Operation for UpdateWorkflow {
     description = "On each event `trigger`, an active workflow gets an instance that runs \
                       `action` asynchronously, at least once (webhooks: signed with \
                       HMAC-SHA256, `Idempotency-Key: <instance id>`, retried with backoff).",
-    request_body = ref("#/components/schemas/WorkflowIn"),
+    request_body = WorkflowIn,
     responses((status = 201, body = crate::domain::workflows::Workflow))
 )]
 pub async fn create_workflow(
@@ -398,7 +418,7 @@ pub async fn create_workflow(
                       without `Location`. An inactive workflow gets no instances from events \
                       and refuses manual triggers (`workflow_inactive`); instances already \
                       written still run. The record is the workflow update.",
-    request_body = ref("#/components/schemas/WorkflowPatch"),
+    request_body = WorkflowPatch,
     responses((status = 201, body = crate::domain::workflows::Workflow), (status = 404, description = "the workflow does not exist in your company"))
 )]
 pub async fn update_workflow(
