@@ -18,6 +18,9 @@ use sqlx::FromRow;
 use crate::db::{detached, Db, Ts};
 use crate::telemetry::Metrics;
 
+/// One key's record and the session executing it: what operator tools show.
+pub use crate::store::{holder, load, Holder, Record};
+
 /// Health numbers of the key table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct KeyStats {

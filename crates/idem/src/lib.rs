@@ -18,7 +18,12 @@ mod observe;
 mod openapi;
 pub mod registry;
 pub mod retention;
+/// The record store's primitives, public only to the crate's own fault-injection tests.
+#[cfg(feature = "test-hooks")]
 pub mod store;
+#[cfg(not(feature = "test-hooks"))]
+#[allow(unreachable_pub)]
+mod store;
 pub mod telemetry;
 mod write;
 

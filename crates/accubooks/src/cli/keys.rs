@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use idem::{hygiene, on_db, on_tx, store, Db, IdempotencyKey, Scope, Ts};
+use idem::{hygiene, on_db, on_tx, Db, IdempotencyKey, Scope, Ts};
 use serde_json::{json, Value};
 
 use super::output::{fail, Report};
@@ -142,8 +142,8 @@ async fn show(
         operation,
         key,
     );
-    let record = store::load(db, &scope).await?;
-    let holder = store::holder(db, &scope).await?;
+    let record = hygiene::load(db, &scope).await?;
+    let holder = hygiene::holder(db, &scope).await?;
     if record.is_none() && holder.is_none() {
         return Ok(None);
     }
@@ -275,7 +275,7 @@ async fn release_watched(
     scope: &Scope,
     observe: std::time::Duration,
 ) -> Result<Released, sqlx::Error> {
-    let Some(seen) = store::holder(db, scope).await? else {
+    let Some(seen) = hygiene::holder(db, scope).await? else {
         return Ok(Released::NotInFlight);
     };
     const IDLE: &str = "idle in transaction";
@@ -283,7 +283,7 @@ async fn release_watched(
         return Ok(Released::Alive);
     }
     tokio::time::sleep(observe).await;
-    let Some(now) = store::holder(db, scope).await? else {
+    let Some(now) = hygiene::holder(db, scope).await? else {
         return Ok(Released::NotInFlight);
     };
     if now.pid != seen.pid || now.state != IDLE || now.state_change != seen.state_change {
