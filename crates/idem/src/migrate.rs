@@ -7,10 +7,12 @@ use sqlx::migrate::Migrator;
 
 use crate::db::Db;
 
+#[cfg(feature = "postgres")]
 fn idem_postgres() -> Migrator {
     sqlx::migrate!("./migrations/postgres")
 }
 
+#[cfg(feature = "sqlite")]
 fn idem_sqlite() -> Migrator {
     sqlx::migrate!("./migrations/sqlite")
 }
@@ -19,21 +21,27 @@ fn idem_sqlite() -> Migrator {
 #[derive(Debug, Clone, Copy)]
 pub struct MigrationSet {
     /// PostgreSQL migrations (`|| sqlx::migrate!("./migrations/postgres")`).
+    #[cfg(feature = "postgres")]
     pub postgres: fn() -> Migrator,
     /// SQLite migrations.
+    #[cfg(feature = "sqlite")]
     pub sqlite: fn() -> Migrator,
 }
 
 /// idem's own migrations (records and audit log).
 pub const IDEM: MigrationSet = MigrationSet {
+    #[cfg(feature = "postgres")]
     postgres: idem_postgres,
+    #[cfg(feature = "sqlite")]
     sqlite: idem_sqlite,
 };
 
 impl MigrationSet {
     fn for_db(&self, db: &Db) -> Migrator {
         let mut migrator = match db {
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => (self.postgres)(),
+            #[cfg(feature = "sqlite")]
             Db::Sqlite { .. } => (self.sqlite)(),
         };
         migrator.set_ignore_missing(true);
@@ -46,7 +54,9 @@ impl MigrationSet {
         // Migrations hold a session lock: run them against PostgreSQL itself, never
         // through a transaction pooler.
         match db {
+            #[cfg(feature = "postgres")]
             Db::Postgres(pg) => migrator.run(pg.pool()).await,
+            #[cfg(feature = "sqlite")]
             Db::Sqlite { pool, .. } => migrator.run(pool).await,
         }
     }
