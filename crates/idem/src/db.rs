@@ -24,16 +24,28 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous, SqliteTypeInfo,
     SqliteValueRef,
 };
-use sqlx::{Connection, Database, Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Type};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Connection, Database, Decode, Encode, Type};
+#[cfg(feature = "postgres")]
+use sqlx::{PgPool, Postgres};
+#[cfg(feature = "sqlite")]
+use sqlx::{Sqlite, SqlitePool};
+#[cfg(feature = "sqlite")]
+use tokio::sync::Mutex;
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 /// Which store a [`Db`] talks to.
+///
+/// Both variants exist whatever the crate's features (a handle only ever reports a store
+/// whose feature is on), so a `match` on it compiles under any feature set: code that
+/// picks SQL by store needs no `#[cfg]` of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// PostgreSQL: the production store, shared by any number of nodes.
@@ -45,9 +57,11 @@ pub enum Backend {
 /// A connection pool on one of the two stores.
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// PostgreSQL pool.
+    /// PostgreSQL pool (feature `postgres`).
+    #[cfg(feature = "postgres")]
     Postgres(Pg),
-    /// SQLite pool and the process-wide write gate for its file.
+    /// SQLite pool (feature `sqlite`) and the process-wide write gate for its file.
+    #[cfg(feature = "sqlite")]
     Sqlite {
         /// The pool (readers run concurrently under WAL).
         pool: SqlitePool,
@@ -101,92 +115,40 @@ impl Default for ConnectOptions {
 
 impl Db {
     /// Connects to `url` (`postgres://…` or `sqlite://…`; a SQLite file is created if
-    /// missing and opened in WAL mode with `synchronous=FULL`).
+    /// missing and opened in WAL mode with `synchronous=FULL`). A store whose cargo
+    /// feature is off is refused with [`sqlx::Error::Configuration`].
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut connect = PgConnectOptions::from_str(url)?;
-            let settings: Vec<(&'static str, String)> = [
-                (
-                    "idle_in_transaction_session_timeout",
-                    opts.idle_in_transaction_timeout,
-                ),
-                ("statement_timeout", opts.statement_timeout),
-                ("lock_timeout", opts.lock_timeout),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| value.map(|t| (name, format!("{}ms", t.as_millis()))))
-            .collect();
-            if opts.transaction_pooler {
-                // A pooler hands each transaction any server connection: no session
-                // settings, no statement prepared by name.
-                connect = connect.statement_cache_capacity(0);
-            } else {
-                for (name, value) in &settings {
-                    connect = connect.options([(*name, value.as_str())]);
-                }
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(opts.pool_size.unwrap_or(32))
-                .acquire_timeout(opts.acquire_timeout)
-                // A rollback queued by a dropped transaction has already lowered the
-                // depth, so a non-zero depth means a transaction nobody will finish.
-                .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
-                .connect_with(connect)
-                .await?;
-            let per_transaction = if opts.transaction_pooler {
-                Some(Arc::from(
-                    settings
-                        .iter()
-                        .map(|(name, value)| format!("set_config('{name}', '{value}', true)"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ))
-            } else {
-                None
-            };
-            Ok(Db::Postgres(Pg {
-                pool,
-                pooled: opts.transaction_pooler,
-                per_transaction: per_transaction.filter(|s: &Arc<str>| !s.is_empty()),
-            }))
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
         } else if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(opts.create_if_missing)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(opts.acquire_timeout)
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(opts.pool_size.unwrap_or(8))
-                .acquire_timeout(opts.acquire_timeout)
-                .after_release(|conn, _| {
-                    Box::pin(async move {
-                        // The ping runs after any rollback a dropped transaction queued,
-                        // so the depth it leaves is the connection's real state. A BEGIN
-                        // whose caller vanished before its answer leaves depth 1 and the
-                        // file's write lock held: close that connection.
-                        conn.ping().await?;
-                        Ok(!conn.is_in_transaction())
-                    })
-                })
-                .connect_with(connect)
-                .await?;
-            Ok(Db::Sqlite {
-                pool,
-                write_gate: Arc::new(Mutex::new(())),
-                gate_timeout: opts.acquire_timeout,
-            })
+            Backend::Sqlite
         } else {
-            Err(sqlx::Error::Configuration(
+            return Err(sqlx::Error::Configuration(
                 format!("unsupported database url {url:?}: use postgres://… or sqlite://…").into(),
-            ))
+            ));
+        };
+        match store {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Pg::connect(url, opts).await.map(Db::Postgres),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => connect_sqlite(url, opts).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(sqlx::Error::Configuration(
+                format!(
+                    "idem was built without the store of {url:?}: enable its cargo feature \
+                     (`postgres` or `sqlite`)"
+                )
+                .into(),
+            )),
         }
     }
 
     /// The store behind this handle.
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "sqlite")]
             Db::Sqlite { .. } => Backend::Sqlite,
         }
     }
@@ -196,7 +158,9 @@ impl Db {
     /// acquire timeout.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
+            #[cfg(feature = "postgres")]
             Db::Postgres(pg) => Ok(Tx::Postgres(pg.begin().await?)),
+            #[cfg(feature = "sqlite")]
             Db::Sqlite {
                 pool,
                 write_gate,
@@ -213,7 +177,9 @@ impl Db {
     /// waiting at most the acquire timeout ([`sqlx::Error::PoolTimedOut`] after it).
     pub async fn write_gate(&self) -> Result<Option<OwnedMutexGuard<()>>, sqlx::Error> {
         match self {
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => Ok(None),
+            #[cfg(feature = "sqlite")]
             Db::Sqlite {
                 write_gate,
                 gate_timeout,
@@ -229,9 +195,9 @@ impl Db {
     pub async fn check_writable(&self, within: Duration) -> Result<(), sqlx::Error> {
         let db = self.clone();
         let probe = detached(async move {
-            match &db {
-                Db::Postgres(_) => db.ping().await,
-                Db::Sqlite { .. } => db.begin().await?.rollback().await,
+            match db.backend() {
+                Backend::Postgres => db.ping().await,
+                Backend::Sqlite => db.begin().await?.rollback().await,
             }
         });
         tokio::time::timeout(within, probe)
@@ -241,35 +207,23 @@ impl Db {
 
     /// Connections currently checked out of the pool.
     pub fn connections_in_use(&self) -> u32 {
-        let (size, idle) = match self {
-            Db::Postgres(p) => (p.pool.size(), p.pool.num_idle()),
-            Db::Sqlite { pool, .. } => (pool.size(), pool.num_idle()),
-        };
+        let (size, idle) = on_pool!(self, |pool| (pool.size(), pool.num_idle()));
         size.saturating_sub(idle as u32)
     }
 
     /// Connections open (idle or in use).
     pub fn connections_open(&self) -> u32 {
-        match self {
-            Db::Postgres(p) => p.pool.size(),
-            Db::Sqlite { pool, .. } => pool.size(),
-        }
+        on_pool!(self, |pool| pool.size())
     }
 
     /// The configured maximum pool size.
     pub fn max_connections(&self) -> u32 {
-        match self {
-            Db::Postgres(p) => p.pool.options().get_max_connections(),
-            Db::Sqlite { pool, .. } => pool.options().get_max_connections(),
-        }
+        on_pool!(self, |pool| pool.options().get_max_connections())
     }
 
     /// Closes the pool, waiting for checked-out connections to come back.
     pub async fn close(&self) {
-        match self {
-            Db::Postgres(p) => p.pool.close().await,
-            Db::Sqlite { pool, .. } => pool.close().await,
-        }
+        on_pool!(self, |pool| pool.close().await)
     }
 
     /// `select 1`: is the store reachable?
@@ -281,6 +235,57 @@ impl Db {
     }
 }
 
+/// Runs `$body` with `$pool` bound to the raw pool of either store (inside idem: pool
+/// bookkeeping that never runs a statement, so the transaction pooler is no concern).
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pg) => {
+                let $pool = &pg.pool;
+                $body
+            }
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite { pool, .. } => {
+                let $pool = pool;
+                $body
+            }
+        }
+    };
+}
+use on_pool;
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(url: &str, opts: &ConnectOptions) -> Result<Db, sqlx::Error> {
+    let connect = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(opts.create_if_missing)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(opts.acquire_timeout)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(opts.pool_size.unwrap_or(8))
+        .acquire_timeout(opts.acquire_timeout)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // The ping runs after any rollback a dropped transaction queued, so the
+                // depth it leaves is the connection's real state. A BEGIN whose caller
+                // vanished before its answer leaves depth 1 and the file's write lock
+                // held: close that connection.
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        })
+        .connect_with(connect)
+        .await?;
+    Ok(Db::Sqlite {
+        pool,
+        write_gate: Arc::new(Mutex::new(())),
+        gate_timeout: opts.acquire_timeout,
+    })
+}
+
+#[cfg(feature = "sqlite")]
 async fn lock_gate(
     gate: &Arc<Mutex<()>>,
     timeout: Duration,
@@ -354,6 +359,7 @@ pub fn session_lost(e: &sqlx::Error) -> bool {
 }
 
 /// A PostgreSQL pool, and whether it goes through a transaction pooler.
+#[cfg(feature = "postgres")]
 #[derive(Clone, Debug)]
 pub struct Pg {
     pool: PgPool,
@@ -362,7 +368,57 @@ pub struct Pg {
     per_transaction: Option<Arc<str>>,
 }
 
+#[cfg(feature = "postgres")]
 impl Pg {
+    /// Connects a PostgreSQL pool (see [`Db::connect`]).
+    async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, sqlx::Error> {
+        let mut connect = PgConnectOptions::from_str(url)?;
+        let settings: Vec<(&'static str, String)> = [
+            (
+                "idle_in_transaction_session_timeout",
+                opts.idle_in_transaction_timeout,
+            ),
+            ("statement_timeout", opts.statement_timeout),
+            ("lock_timeout", opts.lock_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|t| (name, format!("{}ms", t.as_millis()))))
+        .collect();
+        if opts.transaction_pooler {
+            // A pooler hands each transaction any server connection: no session
+            // settings, no statement prepared by name.
+            connect = connect.statement_cache_capacity(0);
+        } else {
+            for (name, value) in &settings {
+                connect = connect.options([(*name, value.as_str())]);
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size.unwrap_or(32))
+            .acquire_timeout(opts.acquire_timeout)
+            // A rollback queued by a dropped transaction has already lowered the depth,
+            // so a non-zero depth means a transaction nobody will finish.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .connect_with(connect)
+            .await?;
+        let per_transaction = if opts.transaction_pooler {
+            Some(Arc::from(
+                settings
+                    .iter()
+                    .map(|(name, value)| format!("set_config('{name}', '{value}', true)"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ))
+        } else {
+            None
+        };
+        Ok(Pg {
+            pool,
+            pooled: opts.transaction_pooler,
+            per_transaction: per_transaction.filter(|s: &Arc<str>| !s.is_empty()),
+        })
+    }
+
     /// The pool. Through a transaction pooler, statements must run inside a transaction
     /// on [`PgTx::exec`] instead ([`on_db!`](crate::on_db) does that).
     pub fn pool(&self) -> &PgPool {
@@ -391,12 +447,14 @@ impl Pg {
 }
 
 /// A PostgreSQL transaction; its statements run through [`PgTx::exec`].
+#[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub struct PgTx {
     tx: sqlx::Transaction<'static, Postgres>,
     unnamed: bool,
 }
 
+#[cfg(feature = "postgres")]
 impl PgTx {
     /// The executor for this transaction's statements (prepared without a name through
     /// a transaction pooler, where a named statement would outlive the transaction).
@@ -419,6 +477,7 @@ impl PgTx {
 }
 
 /// The executor of a [`PgTx`].
+#[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub struct PgExec<'c> {
     conn: &'c mut sqlx::PgConnection,
@@ -426,8 +485,10 @@ pub struct PgExec<'c> {
 }
 
 /// A query run without a named prepared statement.
+#[cfg(feature = "postgres")]
 struct Unnamed<Q>(Q);
 
+#[cfg(feature = "postgres")]
 impl<'q, Q: sqlx::Execute<'q, Postgres>> sqlx::Execute<'q, Postgres> for Unnamed<Q> {
     fn sql(&self) -> &'q str {
         self.0.sql()
@@ -445,8 +506,10 @@ impl<'q, Q: sqlx::Execute<'q, Postgres>> sqlx::Execute<'q, Postgres> for Unnamed
     }
 }
 
+#[cfg(feature = "postgres")]
 type PgStep = sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>;
 
+#[cfg(feature = "postgres")]
 impl<'c> sqlx::Executor<'c> for PgExec<'c> {
     type Database = Postgres;
 
@@ -505,9 +568,11 @@ impl<'c> sqlx::Executor<'c> for PgExec<'c> {
 /// A write transaction on either store.
 #[derive(Debug)]
 pub enum Tx {
-    /// PostgreSQL transaction.
+    /// PostgreSQL transaction (feature `postgres`).
+    #[cfg(feature = "postgres")]
     Postgres(PgTx),
-    /// SQLite transaction, holding the write gate until it ends.
+    /// SQLite transaction (feature `sqlite`), holding the write gate until it ends.
+    #[cfg(feature = "sqlite")]
     Sqlite {
         /// The transaction.
         tx: sqlx::Transaction<'static, Sqlite>,
@@ -520,7 +585,9 @@ impl Tx {
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
+            #[cfg(feature = "postgres")]
             Tx::Postgres(tx) => tx.commit().await,
+            #[cfg(feature = "sqlite")]
             Tx::Sqlite { tx, .. } => tx.commit().await,
         }
     }
@@ -528,7 +595,9 @@ impl Tx {
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
+            #[cfg(feature = "postgres")]
             Tx::Postgres(tx) => tx.rollback().await,
+            #[cfg(feature = "sqlite")]
             Tx::Sqlite { tx, .. } => tx.rollback().await,
         }
     }
@@ -536,7 +605,9 @@ impl Tx {
     /// The store behind this transaction.
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "postgres")]
             Tx::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "sqlite")]
             Tx::Sqlite { .. } => Backend::Sqlite,
         }
     }
@@ -545,21 +616,70 @@ impl Tx {
     /// write lock): append to a `select` that must lock the rows it reads.
     pub fn for_update(&self) -> &'static str {
         match self {
+            #[cfg(feature = "postgres")]
             Tx::Postgres(_) => " for update",
+            #[cfg(feature = "sqlite")]
             Tx::Sqlite { .. } => "",
         }
     }
 }
 
+// `on_db!` and `on_tx!` expand in the caller's crate, where `#[cfg(feature = …)]` would
+// read the caller's features: each is defined once per combination of idem's own, and
+// expands to a `match` with one arm per store compiled in.
+
 /// Runs `$body` with `$c` bound to the pool of either store: `on_db!(db, |c| query.fetch_one(c).await)`.
 /// The body is expanded once per backend, so it must evaluate to the same type on both,
 /// a `Result` whose error converts from [`sqlx::Error`]. Through a transaction pooler
 /// the body runs inside a transaction of its own.
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, |$c:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Postgres(pg) if pg.pooled() => match pg.begin().await {
+            $crate::db::Db::Postgres(pg) => $crate::__on_pg!(pg, |$c| $body),
+            $crate::db::Db::Sqlite { pool, .. } => {
+                let $c = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the PostgreSQL pool: `on_db!(db, |c| query.fetch_one(c).await)`.
+/// Through a transaction pooler the body runs inside a transaction of its own.
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres(pg) => $crate::__on_pg!(pg, |$c| $body),
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the SQLite pool: `on_db!(db, |c| query.fetch_one(c).await)`.
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite { pool, .. } => {
+                let $c = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// The PostgreSQL arm of [`on_db!`](crate::on_db).
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __on_pg {
+    ($pg:ident, |$c:ident| $body:expr) => {
+        if $pg.pooled() {
+            match $pg.begin().await {
                 Ok(mut tx) => {
                     let result = {
                         let $c = tx.exec();
@@ -574,20 +694,16 @@ macro_rules! on_db {
                     }
                 }
                 Err(e) => Err(e.into()),
-            },
-            $crate::db::Db::Postgres(pg) => {
-                let $c = pg.pool();
-                $body
             }
-            $crate::db::Db::Sqlite { pool, .. } => {
-                let $c = pool;
-                $body
-            }
+        } else {
+            let $c = $pg.pool();
+            $body
         }
     };
 }
 
 /// Runs `$body` with `$c` bound to the connection of a [`Tx`]: `on_tx!(tx, |c| query.execute(c).await)`.
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
@@ -596,6 +712,34 @@ macro_rules! on_tx {
                 let $c = tx.exec();
                 $body
             }
+            $crate::db::Tx::Sqlite { tx, .. } => {
+                let $c = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the connection of a [`Tx`]: `on_tx!(tx, |c| query.execute(c).await)`.
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(tx) => {
+                let $c = tx.exec();
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the connection of a [`Tx`]: `on_tx!(tx, |c| query.execute(c).await)`.
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
             $crate::db::Tx::Sqlite { tx, .. } => {
                 let $c = &mut **tx;
                 $body
@@ -669,12 +813,14 @@ impl serde::Serialize for Ts {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Type<Postgres> for Ts {
     fn type_info() -> PgTypeInfo {
         <DateTime<Utc> as Type<Postgres>>::type_info()
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Encode<'_, Postgres> for Ts {
     fn encode_by_ref(
         &self,
@@ -684,6 +830,7 @@ impl Encode<'_, Postgres> for Ts {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl<'r> Decode<'r, Postgres> for Ts {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         Ok(Self::from_chrono(
@@ -692,12 +839,14 @@ impl<'r> Decode<'r, Postgres> for Ts {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Type<Sqlite> for Ts {
     fn type_info() -> SqliteTypeInfo {
         <i64 as Type<Sqlite>>::type_info()
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl<'q> Encode<'q, Sqlite> for Ts {
     fn encode_by_ref(
         &self,
@@ -707,6 +856,7 @@ impl<'q> Encode<'q, Sqlite> for Ts {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl<'r> Decode<'r, Sqlite> for Ts {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         Ok(Self(<i64 as Decode<Sqlite>>::decode(value)?))
@@ -723,12 +873,14 @@ impl From<Uuid> for Id {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Type<Postgres> for Id {
     fn type_info() -> PgTypeInfo {
         <Uuid as Type<Postgres>>::type_info()
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Encode<'_, Postgres> for Id {
     fn encode_by_ref(
         &self,
@@ -738,18 +890,21 @@ impl Encode<'_, Postgres> for Id {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl<'r> Decode<'r, Postgres> for Id {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
         Ok(Self(<Uuid as Decode<Postgres>>::decode(value)?))
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Type<Sqlite> for Id {
     fn type_info() -> SqliteTypeInfo {
         <String as Type<Sqlite>>::type_info()
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl<'q> Encode<'q, Sqlite> for Id {
     fn encode_by_ref(
         &self,
@@ -759,6 +914,7 @@ impl<'q> Encode<'q, Sqlite> for Id {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl<'r> Decode<'r, Sqlite> for Id {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let s = <&str as Decode<Sqlite>>::decode(value)?;

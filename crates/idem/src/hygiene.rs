@@ -10,12 +10,15 @@
 //!   same function pg_cron can call.
 //! - Pruning never touches operation record rows, so exactly-once outlives it.
 
+#[cfg(feature = "sqlite")]
 use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::FromRow;
 
-use crate::db::{detached, Db, Ts};
+#[cfg(feature = "sqlite")]
+use crate::db::Ts;
+use crate::db::{detached, Db};
 use crate::telemetry::Metrics;
 
 /// One key's record and the session executing it: what operator tools show.
@@ -75,6 +78,7 @@ impl KeyStats {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[derive(FromRow)]
 struct StatsRow {
     total: i64,
@@ -85,6 +89,7 @@ struct StatsRow {
 /// Below this estimated size PostgreSQL counts the key table exactly.
 pub const EXACT_COUNT_BELOW: i64 = 100_000;
 
+#[cfg(feature = "postgres")]
 #[derive(FromRow)]
 struct PgStatsRow {
     estimate: i64,
@@ -103,6 +108,7 @@ struct PgStatsRow {
 /// [`EXACT_COUNT_BELOW`] rows, exact below. SQLite: one scan.
 pub async fn stats(db: &Db) -> Result<KeyStats, sqlx::Error> {
     match db {
+        #[cfg(feature = "postgres")]
         Db::Postgres(pg) => {
             let mut tx = pg.begin().await?;
             let row = sqlx::query_as::<_, PgStatsRow>(
@@ -139,6 +145,7 @@ pub async fn stats(db: &Db) -> Result<KeyStats, sqlx::Error> {
                 oldest_expired_age_hours: row.oldest_expired_s.unwrap_or(0.0).max(0.0) / 3600.0,
             })
         }
+        #[cfg(feature = "sqlite")]
         Db::Sqlite { pool, .. } => {
             let now = Ts::now();
             let row = sqlx::query_as::<_, StatsRow>(
@@ -176,7 +183,9 @@ pub enum PruneOutcome {
 
 /// The prune's advisory lock, in the two-`integer` key space (the single-`bigint` space
 /// belongs to the claims).
+#[cfg(feature = "postgres")]
 const PRUNE_LOCK: (i32, i32) = (0x1de3, 0x9a0e);
+#[cfg(feature = "sqlite")]
 const SQLITE_BATCH: i64 = 5000;
 
 /// Deletes expired records in batches (one node at a time on PostgreSQL). Runs detached:
@@ -188,6 +197,7 @@ pub async fn prune(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
 
 async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
     match db {
+        #[cfg(feature = "postgres")]
         Db::Postgres(pg) => {
             // A transaction-scoped lock: nothing outlives the transaction, so the prune
             // also works through a transaction-pooling proxy.
@@ -211,6 +221,7 @@ async fn prune_now(db: &Db) -> Result<PruneOutcome, sqlx::Error> {
             tx.commit().await?;
             Ok(PruneOutcome::Pruned(u64::try_from(deleted).unwrap_or(0)))
         }
+        #[cfg(feature = "sqlite")]
         Db::Sqlite { pool, .. } => {
             let mut total = 0u64;
             loop {

@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("idem needs a store: enable its `postgres` and/or `sqlite` feature");
+
 #[macro_use]
 pub mod db;
 mod builder;

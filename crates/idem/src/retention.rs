@@ -8,11 +8,13 @@
 //! - One node at a time runs it (a transaction-scoped advisory lock); the others skip.
 //! - SQLite has one unpartitioned table: nothing to do.
 
+#[cfg(feature = "postgres")]
 use sqlx::Row;
 
 use crate::db::{Db, Ts};
 
 /// Two-`integer` advisory key (the single-`bigint` space belongs to the claims).
+#[cfg(feature = "postgres")]
 const PARTITION_LOCK: (i32, i32) = (0x1de3, 0x9a0f);
 
 /// What one run did.
@@ -33,14 +35,26 @@ pub enum PartitionOutcome {
 }
 
 /// Creates the audit partitions of the month of `at` and `months_ahead` months after it.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 pub async fn ensure_audit_partitions(
     db: &Db,
     months_ahead: u32,
     at: Ts,
 ) -> Result<PartitionOutcome, sqlx::Error> {
-    let Db::Postgres(pg) = db else {
-        return Ok(PartitionOutcome::NotPartitioned);
-    };
+    match db {
+        #[cfg(feature = "postgres")]
+        Db::Postgres(pg) => ensure_postgres(pg, months_ahead, at).await,
+        #[cfg(feature = "sqlite")]
+        Db::Sqlite { .. } => Ok(PartitionOutcome::NotPartitioned),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn ensure_postgres(
+    pg: &crate::db::Pg,
+    months_ahead: u32,
+    at: Ts,
+) -> Result<PartitionOutcome, sqlx::Error> {
     let mut tx = pg.begin().await?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1, $2)")
         .bind(PARTITION_LOCK.0)

@@ -84,7 +84,9 @@ pub enum Claim {
     Claimed,
     /// The scope completed and its record still counts: roll back and replay it.
     Completed(Record),
-    /// Another transaction holds the scope (an execution in flight on some node).
+    /// Another transaction holds the scope (an execution in flight on some node; SQLite's
+    /// one writer never sees another's claim).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     InFlight,
 }
 
@@ -101,8 +103,9 @@ pub struct StoredResponse {
     pub resource_id: uuid::Uuid,
 }
 
-/// Per-transaction limits of a claim.
+/// Per-transaction limits of a claim (PostgreSQL's; SQLite's writer has none).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub struct Lease {
     /// How long the executor's session may sit idle in its transaction, or run one
     /// statement, before PostgreSQL ends it.
@@ -114,6 +117,7 @@ pub struct Lease {
 /// The advisory-lock key of a scope: the first 8 bytes of its deterministic id (a
 /// SHA-1-based UUIDv5 of tenant, operation and key). Two scopes sharing a key would
 /// only see each other as in flight while both execute.
+#[cfg(feature = "postgres")]
 pub fn lock_key(scope: &Scope) -> i64 {
     let id = scope.deterministic_id();
     let b = id.as_bytes();
@@ -124,9 +128,11 @@ pub fn lock_key(scope: &Scope) -> i64 {
 /// in a statement of its own inside one call: a volatile function's statements each take
 /// a fresh snapshot, so the read sees a completion committed just before the lock was
 /// granted. One round trip.
+#[cfg(feature = "postgres")]
 const CLAIM_SQL_PG: &str = "select locked, fingerprint, response_status, response_body, \
      location, expires_at, remaining_us from idem_claim($1, $2, $3, $4, $5, $6)";
 
+#[cfg(feature = "postgres")]
 #[derive(FromRow)]
 struct ClaimRow {
     locked: bool,
@@ -138,6 +144,7 @@ struct ClaimRow {
     remaining_us: Option<i64>,
 }
 
+#[cfg(feature = "sqlite")]
 const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_body, location, \
      expires_at, expires_at - $4 as remaining_us from idempotency_keys \
      where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > $4";
@@ -145,27 +152,35 @@ const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_b
 /// Claims `scope` for the transaction `tx`, without waiting: on PostgreSQL the scope's
 /// advisory lock and the lease's limits for this transaction, then the record, read in a
 /// statement of its own.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sqlx::Error> {
-    let row = match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query_as::<_, ClaimRow>(CLAIM_SQL_PG)
-                .bind(lock_key(scope))
-                .bind(&scope.tenant)
-                .bind(scope.operation)
-                .bind(scope.key.as_str())
-                .bind(millis(lease.lease))
-                .bind(millis(lease.lock_timeout))
-                .fetch_one(tx.exec())
-                .await?
-        }
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(tx) => claim_postgres(tx, scope, lease).await,
         // The write gate and BEGIN IMMEDIATE already made this the only writer.
-        Tx::Sqlite { tx, .. } => {
-            return Ok(match lookup_sqlite(tx, scope).await? {
-                Some(record) => Claim::Completed(record),
-                None => Claim::Claimed,
-            })
-        }
-    };
+        #[cfg(feature = "sqlite")]
+        Tx::Sqlite { tx, .. } => Ok(match lookup_sqlite(tx, scope).await? {
+            Some(record) => Claim::Completed(record),
+            None => Claim::Claimed,
+        }),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn claim_postgres(
+    tx: &mut crate::db::PgTx,
+    scope: &Scope,
+    lease: Lease,
+) -> Result<Claim, sqlx::Error> {
+    let row = sqlx::query_as::<_, ClaimRow>(CLAIM_SQL_PG)
+        .bind(lock_key(scope))
+        .bind(&scope.tenant)
+        .bind(scope.operation)
+        .bind(scope.key.as_str())
+        .bind(millis(lease.lease))
+        .bind(millis(lease.lock_timeout))
+        .fetch_one(tx.exec())
+        .await?;
     let locked = row.locked;
     let record = match row {
         ClaimRow {
@@ -193,12 +208,14 @@ pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sq
     })
 }
 
+#[cfg(feature = "postgres")]
 fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
 /// SQLite's claim: the live completed record, read inside the writer's transaction
 /// (PostgreSQL reads it inside `idem_claim()`).
+#[cfg(feature = "sqlite")]
 async fn lookup_sqlite(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     scope: &Scope,
@@ -242,6 +259,7 @@ pub async fn complete(
         };
     }
     match tx {
+        #[cfg(feature = "postgres")]
         Tx::Postgres(tx) => {
             let q = bind_record!(sqlx::query(COMPLETE_SQL_PG)).bind(ttl.as_secs_f64());
             let n = crate::telemetry::bind_audit!(q, audit)
@@ -250,6 +268,7 @@ pub async fn complete(
                 .rows_affected();
             Ok(n == 1)
         }
+        #[cfg(feature = "sqlite")]
         Tx::Sqlite { tx, .. } => {
             let now = Ts::now();
             let n = bind_record!(sqlx::query(COMPLETE_SQL_SQLITE))
@@ -288,6 +307,7 @@ macro_rules! upsert_record {
     };
 }
 
+#[cfg(feature = "postgres")]
 const COMPLETE_SQL_PG: &str = concat!(
     "with record as (",
     upsert_record!(
@@ -301,6 +321,7 @@ const COMPLETE_SQL_PG: &str = concat!(
      from record"
 );
 
+#[cfg(feature = "sqlite")]
 const COMPLETE_SQL_SQLITE: &str = upsert_record!(
     "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
     "$10"
@@ -319,6 +340,7 @@ pub struct Holder {
     pub state_change: Ts,
 }
 
+#[cfg(feature = "postgres")]
 #[derive(FromRow)]
 struct HolderRow {
     pid: i32,
@@ -329,10 +351,18 @@ struct HolderRow {
 
 /// The session holding `scope`'s claim on PostgreSQL, if one does. (SQLite's claims are
 /// the server process's own write transaction, invisible from outside it: `None`.)
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 pub async fn holder(db: &crate::db::Db, scope: &Scope) -> Result<Option<Holder>, sqlx::Error> {
-    let crate::db::Db::Postgres(pg) = db else {
-        return Ok(None);
-    };
+    match db {
+        #[cfg(feature = "postgres")]
+        crate::db::Db::Postgres(pg) => holder_postgres(pg, scope).await,
+        #[cfg(feature = "sqlite")]
+        crate::db::Db::Sqlite { .. } => Ok(None),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn holder_postgres(pg: &crate::db::Pg, scope: &Scope) -> Result<Option<Holder>, sqlx::Error> {
     let key = lock_key(scope);
     let mut tx = pg.begin().await?;
     // A bigint advisory key k is stored as classid = k >> 32, objid = k & 0xffffffff.

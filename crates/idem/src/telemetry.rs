@@ -296,6 +296,7 @@ macro_rules! audit_columns {
     };
 }
 
+#[cfg(feature = "postgres")]
 pub(crate) use audit_columns;
 
 const AUDIT_COLUMNS: &str = audit_columns!();

@@ -1,3 +1,4 @@
+#![cfg(feature = "sqlite")]
 //! What an adopting service sees: the builder, the `Write` extractor on a route mounted
 //! by its definition, replays, refusals, and metric names under a prefix.
 

@@ -17,6 +17,7 @@ mod hardening;
 mod input;
 mod inventory;
 mod limits;
+mod migrations;
 mod openapi;
 mod pgbouncer;
 mod processes;

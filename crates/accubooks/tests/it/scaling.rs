@@ -10,6 +10,8 @@ use crate::harness::{postgres_url, Backend, TestApp};
 const EXCEPTIONS: &[&str] = &[
     // sqlx's bookkeeping: stays a local table of the coordinator.
     "_sqlx_migrations primary key (version)",
+    // idem's bookkeeping of its own migrations: likewise.
+    "idem_migrations primary key (version)",
     // Distributed by `id`, which is the company id.
     "companies primary key (id)",
     // A reference table: a bearer token is found by its hash before the company is known.
