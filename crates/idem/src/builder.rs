@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry as Prometheus;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::execute::{Config, Emitter, Idem, NoEmitter};
+use crate::execute::Idem;
+use crate::operation::{Config, Emitter, NoEmitter};
 use crate::registry::Registry;
 use crate::telemetry::{AuditQueue, Metrics, DEFAULT_AUDIT_QUEUE_BYTES};
 

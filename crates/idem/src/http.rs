@@ -21,11 +21,10 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::execute::{
-    Idem, Operation, OperationError, Rejected, RequestMeta, WriteError, WriteRequest,
-};
+use crate::execute::{Idem, Rejected, RequestMeta, WriteError, WriteRequest};
 use crate::fingerprint::{parse_canonical, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError, Scope};
+use crate::operation::{Operation, OperationError};
 use crate::registry::OperationDef;
 
 /// Largest accepted request body (1 MiB).

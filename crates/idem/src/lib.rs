@@ -19,6 +19,7 @@ pub mod migrate;
 mod observe;
 #[cfg(feature = "utoipa")]
 mod openapi;
+mod operation;
 pub mod registry;
 pub mod retention;
 /// The record store's primitives, public only to the crate's own fault-injection tests.
@@ -32,12 +33,12 @@ mod write;
 
 pub use builder::Builder;
 pub use db::{Backend, Db, Id, Ts, Tx};
-pub use execute::{
-    Config, Created, Emitter, Event, ExecCtx, Existing, Idem, NoEmitter, Operation, OperationError,
-    Outcome, RequestMeta, WriteError, WriteReply, WriteRequest,
-};
+pub use execute::{Idem, Outcome, RequestMeta, WriteError, WriteReply, WriteRequest};
 pub use http::{FieldError, Problem, Writer};
 pub use key::{deterministic_id, IdempotencyKey, Scope};
 pub use observe::Rejected;
+pub use operation::{
+    Config, Created, Emitter, Event, ExecCtx, Existing, NoEmitter, Operation, OperationError,
+};
 pub use registry::{MutationRouter, OperationDef, Registry};
 pub use write::Write;

@@ -16,8 +16,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::db::Ts;
-use crate::execute::{Idem, OperationError, RequestMeta, WriteError, WriteReply, WriteRequest};
+use crate::execute::{Idem, RequestMeta, WriteError, WriteReply, WriteRequest};
 use crate::key::Scope;
+use crate::operation::OperationError;
 use crate::registry::OperationDef;
 use crate::telemetry::{log_write, AuditRow};
 

@@ -14,8 +14,9 @@ use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::execute::{Idem, Operation};
+use crate::execute::Idem;
 use crate::http::{FieldError, Problem, Writer};
+use crate::operation::Operation;
 use crate::registry::{Mounted, OperationDef};
 
 /// One request to an idempotent operation, not yet read.
