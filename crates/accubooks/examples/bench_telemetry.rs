@@ -126,14 +126,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("telemetry.db").display());
-        let db = Db::connect(
-            &url,
-            &idem::db::ConnectOptions {
-                create_if_missing: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let db = Db::connect(&url, &idem::db::ConnectOptions::default()).await?;
         idem::migrate::IDEM.run(&db).await?;
         let engine = Idem::builder(db.clone())
             .tenancy(accubooks::ops::TENANCY)

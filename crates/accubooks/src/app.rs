@@ -247,16 +247,15 @@ impl Application {
     /// As [`Application::build`], on an already bound listener (tests bind port 0).
     pub async fn build_on(args: ServeArgs, listener: TcpListener) -> anyhow::Result<Self> {
         args.validate().map_err(anyhow::Error::msg)?;
-        let connect = idem::db::ConnectOptions {
-            pool_size: args.pool_size,
-            acquire_timeout: STORE_WAIT,
-            idle_in_transaction_timeout: Some(args.lease),
-            // A statement running past the lease would outlive its claim anyway.
-            statement_timeout: Some(args.lease),
-            lock_timeout: Some(STORE_WAIT),
-            create_if_missing: true,
-            transaction_pooler: args.db.transaction_pooler,
-        };
+        let mut connect = idem::db::ConnectOptions::default();
+        connect.pool_size = args.pool_size;
+        connect.acquire_timeout = STORE_WAIT;
+        connect.idle_in_transaction_timeout = Some(args.lease);
+        // A statement running past the lease would outlive its claim anyway.
+        connect.statement_timeout = Some(args.lease);
+        connect.lock_timeout = Some(STORE_WAIT);
+        connect.create_if_missing = true;
+        connect.transaction_pooler = args.db.transaction_pooler;
         let db = Db::connect(&args.db.database_url, &connect)
             .await
             .with_context(|| format!("failed to connect to {}", redact(&args.db.database_url)))?;

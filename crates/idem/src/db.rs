@@ -72,8 +72,10 @@ pub enum Db {
     },
 }
 
-/// Options for [`Db::connect`].
+/// Options for [`Db::connect`]: start from `ConnectOptions::default()` and set what
+/// differs (the struct may grow).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Largest pool size; `None` sizes it to the store (PostgreSQL 32, SQLite 8).
     pub pool_size: Option<u32>,

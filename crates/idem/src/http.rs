@@ -32,6 +32,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// One invalid field of a `validation_failed` problem.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FieldError {
     /// Dotted path with `[i]` indexes (`line_items[2].unit_price`).
     pub field: String,

@@ -26,6 +26,7 @@ pub use crate::store::{holder, load, Holder, Record};
 
 /// Health numbers of the key table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct KeyStats {
     /// Records stored.
     pub total_keys: i64,

@@ -125,6 +125,7 @@ impl OperationDef {
 
 /// A mutating route deliberately outside the idempotency gate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ExemptRoute {
     /// HTTP method.
     pub method: Method,

@@ -38,6 +38,7 @@ use crate::telemetry::AuditRow;
 
 /// A completed record whose expiry has not passed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Record {
     /// Fingerprint of the request that executed.
     pub fingerprint: String,
@@ -329,6 +330,7 @@ const COMPLETE_SQL_SQLITE: &str = upsert_record!(
 
 /// A scope's execution in flight, as PostgreSQL sees its claim.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Holder {
     /// The executor's backend.
     pub pid: i32,

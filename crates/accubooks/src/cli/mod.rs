@@ -147,12 +147,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Connects to the store of an operator command; one line and exit 2 when it cannot.
 /// Only `migrate` creates a missing SQLite file.
 async fn connect(args: &DbArgs, create: bool) -> Result<idem::Db, ExitCode> {
-    let opts = idem::db::ConnectOptions {
-        pool_size: Some(2),
-        create_if_missing: create,
-        transaction_pooler: args.transaction_pooler,
-        ..Default::default()
-    };
+    let mut opts = idem::db::ConnectOptions::default();
+    opts.pool_size = Some(2);
+    opts.create_if_missing = create;
+    opts.transaction_pooler = args.transaction_pooler;
     idem::Db::connect(&args.database_url, &opts)
         .await
         .map_err(|e| {

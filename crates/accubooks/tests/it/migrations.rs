@@ -218,10 +218,8 @@ async fn migrations_are_refused_through_a_transaction_pooler() {
     }
     // Arrange: a handle in pooler mode (the flag alone: no pooler is needed to refuse).
     let test_db = TestDb::new(Backend::Postgres).await;
-    let opts = ConnectOptions {
-        transaction_pooler: true,
-        ..ConnectOptions::default()
-    };
+    let mut opts = ConnectOptions::default();
+    opts.transaction_pooler = true;
     let db = Db::connect(&test_db.url, &opts).await.expect("connect");
 
     // Act
