@@ -28,7 +28,7 @@ use crate::domain::{
 };
 use crate::jobs::{self, JobHealth};
 use crate::openapi::{self, ApiRouter, OpenApiJson};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::web::{self, HttpMetrics};
 use crate::workflows::worker::{Worker, WorkerConfig};
 use crate::workflows::OutboxHandle;
@@ -312,7 +312,7 @@ impl Application {
             },
             outbox.clone(),
         );
-        let state = AppState {
+        let state = AppState::new(Shared {
             db,
             idem,
             config: Arc::new(args),
@@ -323,7 +323,7 @@ impl Application {
             jobs: Arc::new(JobHealth::default()),
             http_metrics,
             outbox,
-        };
+        });
         let router = router(state.clone(), ops::registry())?;
         let tasks = vec![
             tokio::spawn(jobs::stats_loop(state.clone(), shutdown.clone())),

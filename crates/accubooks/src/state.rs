@@ -9,9 +9,21 @@ use crate::auth::AuthCache;
 use crate::config::ServeArgs;
 use crate::jobs::JobHealth;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs, behind one reference count: axum clones the state for
+/// every request and every layer that extracts it, so a clone must cost one increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     /// The store.
     pub db: Db,
     /// The exactly-once engine behind every operation.
@@ -35,6 +47,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Shares `shared` with every handler.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
     /// The exactly-once engine.
     pub fn idem(&self) -> &Idem {
         &self.idem
