@@ -175,6 +175,9 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let slots = Arc::new(Semaphore::new(
         usize::try_from(state.config.limits.max_in_flight).unwrap_or(usize::MAX),
     ));
+    // The metrics alone, behind one `Arc`: a layer holding the whole state would clone
+    // it (some twenty reference counts and the shutdown token's lock) for every request.
+    let http_metrics = Arc::new(state.http_metrics.clone());
     routes
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -182,10 +185,9 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             serve::limit_in_flight(slots.clone(), req, next)
         }))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            web::track_http,
-        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            web::track_http(http_metrics.clone(), req, next)
+        }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             serve::limit_body_time(body_timeout, req, next)
         }))

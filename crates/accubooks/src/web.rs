@@ -1,9 +1,10 @@
 //! HTTP plumbing shared by the domain handlers: path ids, JSON bodies outside the gate,
 //! list pagination, fallbacks and HTTP metrics.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -20,7 +21,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
 use crate::validate::parse_uuid;
 
 /// A UUID path segment; anything else makes the route unknown (404, before auth).
@@ -323,8 +323,7 @@ pub fn method_label(method: &http::Method) -> &'static str {
 /// Middleware recording the HTTP metrics. Every label value comes from a fixed set: the
 /// method through [`method_label`], the route as its template (`/api/invoices/{id}`) or
 /// `unmatched` for the 404 fallback (never the raw path), the status as a number.
-pub async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let m = &state.http_metrics;
+pub async fn track_http(m: Arc<HttpMetrics>, req: Request, next: Next) -> Response {
     let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()

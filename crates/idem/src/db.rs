@@ -268,6 +268,8 @@ async fn connect_sqlite(url: &str, opts: &ConnectOptions) -> Result<Db, sqlx::Er
     let pool = SqlitePoolOptions::new()
         .max_connections(opts.pool_size.unwrap_or(8))
         .acquire_timeout(opts.acquire_timeout)
+        // Checked as it goes back (below); an open file does not die idle.
+        .test_before_acquire(false)
         .after_release(|conn, _| {
             Box::pin(async move {
                 // The ping runs after any rollback a dropped transaction queued, so the
@@ -398,6 +400,11 @@ impl Pg {
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size.unwrap_or(32))
             .acquire_timeout(opts.acquire_timeout)
+            // sqlx pings every connection as it goes back to the pool; pinging it again
+            // as it comes out would cost every transaction one more round trip. A
+            // connection that died while idle fails its first statement instead, and
+            // `Pg::begin` then takes another one.
+            .test_before_acquire(false)
             // A rollback queued by a dropped transaction has already lowered the depth,
             // so a non-zero depth means a transaction nobody will finish.
             .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
@@ -434,7 +441,13 @@ impl Pg {
 
     /// Begins a transaction (through a pooler: with the session's settings for it).
     pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match self.pool.begin().await {
+            // The connection died while idle in the pool (connections are not pinged as
+            // they leave it): nothing was sent but `BEGIN`; the broken connection is
+            // closed as it goes back, so take another one.
+            Err(e) if session_lost(&e) => self.pool.begin().await?,
+            other => other?,
+        };
         if let Some(settings) = &self.per_transaction {
             sqlx::query(&format!("select {settings}"))
                 .persistent(false)

@@ -299,6 +299,7 @@ macro_rules! audit_columns {
 #[cfg(feature = "postgres")]
 pub(crate) use audit_columns;
 
+#[cfg(feature = "sqlite")]
 const AUDIT_COLUMNS: &str = audit_columns!();
 
 pub(crate) const AUDIT_INSERT: &str = concat!(
@@ -502,34 +503,100 @@ pub async fn insert_audit(tx: &mut Tx, row: &AuditRow) -> Result<(), sqlx::Error
         .map(|_| ()))
 }
 
-/// Inserts `rows` with one multi-row statement (one round trip, one commit).
+/// Inserts `rows` in one transaction (one commit). Every batch size shares the same few
+/// statements: a `values` list per size would be parsed and planned again for each size
+/// and fill the per-connection statement caches (the server's and, on SQLite, this
+/// process's memory) with one large statement per size.
 async fn insert_batch(db: &Db, rows: &[Queued]) -> Result<(), sqlx::Error> {
     let rows: Vec<Cow<'_, AuditRow>> = rows.iter().map(|q| q.row.sanitized()).collect();
+    let rows: Vec<&AuditRow> = rows.iter().map(Cow::as_ref).collect();
     let mut tx = db.begin().await?;
-    crate::on_tx!(&mut tx, |c| {
-        let mut q = sqlx::QueryBuilder::new(AUDIT_COLUMNS);
-        q.push_values(rows.iter().map(Cow::as_ref), |mut b, r| {
-            b.push_bind(crate::db::Id(r.id))
-                .push_bind(r.operation_name)
-                .push_bind(r.operation_type)
-                .push_bind(r.deterministic_id.as_deref())
-                .push_bind(&r.company_id)
-                .push_bind(r.user_id.as_deref())
-                .push_bind(r.status)
-                .push_bind(r.execution_duration_ms)
-                .push_bind(r.timestamp)
-                .push_bind(&r.request_id)
-                .push_bind(r.idempotency_key.as_deref())
-                .push_bind(&r.route_path)
-                .push_bind(&r.http_method)
-                .push_bind(r.workflows_triggered)
-                .push_bind(r.side_effects_executed)
-                .push_bind(r.error_message.as_deref())
-                .push_bind(r.metadata.clone().map(sqlx::types::Json));
-        });
-        q.build().execute(c).await.map(|_| ())
-    })?;
+    match &mut tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(pg) => insert_arrays_pg(pg, &rows).await?,
+        #[cfg(feature = "sqlite")]
+        Tx::Sqlite { tx, .. } => {
+            let mut rest = &rows[..];
+            while !rest.is_empty() {
+                // 64, 8 or 1 rows per statement: three statements serve any batch.
+                let n = [64, 8, 1]
+                    .into_iter()
+                    .find(|n| *n <= rest.len())
+                    .unwrap_or(1);
+                let (chunk, tail) = rest.split_at(n);
+                insert_values(tx, chunk).await?;
+                rest = tail;
+            }
+        }
+    }
     tx.commit().await
+}
+
+/// PostgreSQL: any number of audit rows in one statement over arrays (one round trip,
+/// one prepared statement).
+#[cfg(feature = "postgres")]
+const AUDIT_INSERT_ARRAYS_PG: &str = concat!(
+    audit_columns!(),
+    "select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::float8[], $9::timestamptz[], $10::text[], $11::text[], \
+     $12::text[], $13::text[], $14::int4[], $15::bool[], $16::text[], $17::jsonb[])"
+);
+
+#[cfg(feature = "postgres")]
+async fn insert_arrays_pg(tx: &mut crate::db::PgTx, rows: &[&AuditRow]) -> Result<(), sqlx::Error> {
+    fn col<'r, T>(rows: &[&'r AuditRow], f: impl Fn(&'r AuditRow) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    sqlx::query(AUDIT_INSERT_ARRAYS_PG)
+        .bind(col(rows, |r| r.id))
+        .bind(col(rows, |r| r.operation_name))
+        .bind(col(rows, |r| r.operation_type))
+        .bind(col(rows, |r| r.deterministic_id.as_deref()))
+        .bind(col(rows, |r| r.company_id.as_str()))
+        .bind(col(rows, |r| r.user_id.as_deref()))
+        .bind(col(rows, |r| r.status))
+        .bind(col(rows, |r| r.execution_duration_ms))
+        .bind(col(rows, |r| r.timestamp.to_chrono()))
+        .bind(col(rows, |r| r.request_id.as_str()))
+        .bind(col(rows, |r| r.idempotency_key.as_deref()))
+        .bind(col(rows, |r| r.route_path.as_str()))
+        .bind(col(rows, |r| r.http_method.as_str()))
+        .bind(col(rows, |r| r.workflows_triggered))
+        .bind(col(rows, |r| r.side_effects_executed))
+        .bind(col(rows, |r| r.error_message.as_deref()))
+        .bind(col(rows, |r| r.metadata.as_ref().map(sqlx::types::Json)))
+        .execute(tx.exec())
+        .await
+        .map(|_| ())
+}
+
+/// SQLite: `rows` as one multi-row `values` statement.
+#[cfg(feature = "sqlite")]
+async fn insert_values(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[&AuditRow],
+) -> Result<(), sqlx::Error> {
+    let mut q = sqlx::QueryBuilder::new(AUDIT_COLUMNS);
+    q.push_values(rows.iter().copied(), |mut b, r| {
+        b.push_bind(crate::db::Id(r.id))
+            .push_bind(r.operation_name)
+            .push_bind(r.operation_type)
+            .push_bind(r.deterministic_id.as_deref())
+            .push_bind(&r.company_id)
+            .push_bind(r.user_id.as_deref())
+            .push_bind(r.status)
+            .push_bind(r.execution_duration_ms)
+            .push_bind(r.timestamp)
+            .push_bind(&r.request_id)
+            .push_bind(r.idempotency_key.as_deref())
+            .push_bind(&r.route_path)
+            .push_bind(&r.http_method)
+            .push_bind(r.workflows_triggered)
+            .push_bind(r.side_effects_executed)
+            .push_bind(r.error_message.as_deref())
+            .push_bind(r.metadata.clone().map(sqlx::types::Json));
+    });
+    q.build().execute(conn).await.map(|_| ())
 }
 
 /// Whether an error is the database refusing the data (retrying the same rows will not

@@ -41,16 +41,22 @@ pub fn unknown_operation(name: &str) -> String {
 
 /// Sets up logging (JSON lines, or pretty for people). `RUST_LOG` filters.
 ///
-/// Lines are written to stdout by a writer thread, off the request path. Its queue is
-/// lossless: when it is full, a logging thread waits instead of dropping the line. Keep
-/// the returned guard until exit: dropping it flushes what is queued.
+/// Lines are written to stdout by a writer thread, off the request path, in batches: it
+/// flushes each time it has drained its queue. The queue is lossless: when it is full, a
+/// logging thread waits instead of dropping the line. Keep the returned guard until exit:
+/// dropping it flushes what is queued.
 pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("accubooks-log")
-        .finish(std::io::stdout());
+        // Buffered: the thread writes what it drained in one call, not one per line
+        // (stdout alone is line-buffered), and flushes whenever its queue is empty.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
