@@ -20,7 +20,7 @@ use crate::http::Problem;
 use crate::key::Scope;
 
 /// The engine's settings, set through [`Builder`](crate::Builder) and read with
-/// [`Idem::config`].
+/// [`Idem::config`](crate::Idem::config).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
