@@ -625,6 +625,7 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Node {
+        use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
@@ -656,6 +657,9 @@ impl Node {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: a wrapper (`faketime`) forks the server, and a
+            // signal to the wrapper alone would leave the server running.
+            .process_group(0)
             .spawn()
             .expect("start accubooks");
         let node = Node {
@@ -678,18 +682,21 @@ impl Node {
         }
     }
 
-    /// Sends `sig` (`-STOP`, `-CONT`, …) to the process.
+    /// Sends `sig` (`-STOP`, `-CONT`, …) to the node's processes (its group).
     pub fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, "--", &format!("-{}", self.child.id())])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "kill {sig}");
     }
 
-    /// SIGKILL, and reap.
+    /// SIGKILL to the node's processes, and reap.
     pub fn kill(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -703,7 +710,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
+            .args(["-CONT", "--", &format!("-{}", self.child.id())])
             .status();
         self.kill();
     }

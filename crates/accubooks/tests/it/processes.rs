@@ -257,6 +257,41 @@ pub(crate) async fn frozen_case(db: &TestDb, via: &Via) {
     assert_eq!(customers(&db.url).await, 1);
 }
 
+/// Defect: a node started under `faketime` (a parent that forks the server and waits
+/// for it) left its server running after the test: killing the parent orphaned the
+/// child, which kept its port (and, on PostgreSQL, its pool) until the machine stopped.
+/// A node is now its own process group, and stopping it stops the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
+async fn a_stopped_node_leaves_no_server_behind_even_under_faketime() {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return;
+    }
+    if !faketime_available() {
+        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    for mut node in [
+        Node::start(&db.url, &["--lease", "30s"], &[]).await,
+        Node::start_skewed("+2h", &db.url, &["--lease", "30s"]).await,
+    ] {
+        let ready = format!("{}/readyz", node.base);
+        assert!(client.get(&ready).send().await.is_ok(), "serving first");
+        node.kill();
+        let gone = client.get(&ready).send().await;
+        assert!(
+            gone.is_err(),
+            "nothing answers on {ready} once the node is stopped: {gone:?}"
+        );
+    }
+}
+
 /// Issue: leases and expiry used each node's own clock, so a node running ahead by more
 /// than the lease stole live claims and treated completed records as expired early.
 /// Every lease and expiry comparison is now the database's: a node two hours ahead (with
