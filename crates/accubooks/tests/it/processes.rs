@@ -257,6 +257,20 @@ pub(crate) async fn frozen_case(db: &TestDb, via: &Via) {
     assert_eq!(customers(&db.url).await, 1);
 }
 
+/// Whether the tests of nodes under `faketime` can run here (PostgreSQL and Debian's
+/// `faketime`); says why not when they cannot.
+fn postgres_and_faketime() -> bool {
+    if postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL_TEST is not set");
+        return false;
+    }
+    if !faketime_available() {
+        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+        return false;
+    }
+    true
+}
+
 /// Defect: a node started under `faketime` (a parent that forks the server and waits
 /// for it) left its server running after the test: killing the parent orphaned the
 /// child, which kept its port (and, on PostgreSQL, its pool) until the machine stopped.
@@ -264,12 +278,7 @@ pub(crate) async fn frozen_case(db: &TestDb, via: &Via) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn a_stopped_node_leaves_no_server_behind_even_under_faketime() {
-    if postgres_url().is_none() {
-        eprintln!("skipped: DATABASE_URL_TEST is not set");
-        return;
-    }
-    if !faketime_available() {
-        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+    if !postgres_and_faketime() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
@@ -300,12 +309,7 @@ async fn a_stopped_node_leaves_no_server_behind_even_under_faketime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn a_node_with_a_skewed_clock_neither_steals_a_claim_nor_expires_a_record_early() {
-    if postgres_url().is_none() {
-        eprintln!("skipped: DATABASE_URL_TEST is not set");
-        return;
-    }
-    if !faketime_available() {
-        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
+    if !postgres_and_faketime() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
