@@ -141,11 +141,16 @@ impl Existing {
         fingerprint: impl Into<String>,
         value: &T,
     ) -> Result<Self, Problem> {
-        Ok(Self {
+        Ok(Self::bytes(fingerprint, to_json(value)?))
+    }
+
+    /// The record kept `fingerprint`; `body` is the resource now, as JSON bytes.
+    pub fn bytes(fingerprint: impl Into<String>, body: Vec<u8>) -> Self {
+        Self {
             fingerprint: fingerprint.into(),
-            body: to_json(value)?,
+            body,
             location: None,
-        })
+        }
     }
 
     /// Sets the `Location` of the answer.

@@ -194,11 +194,14 @@ pub fn parse_empty(body: &Value) -> AppResult<EmptyIn> {
     Ok(EmptyIn {})
 }
 
+/// A response body as JSON (a value that cannot be serialized is an internal error).
+fn json_body<T: Serialize>(value: &T) -> AppResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))
+}
+
 /// Serializes a 201 body.
 pub fn created<T: Serialize>(value: &T, location: Option<String>) -> AppResult<Created> {
-    let body =
-        serde_json::to_vec(value).map_err(|e| AppError::Internal(format!("serialize: {e}")))?;
-    let created = Created::bytes(body);
+    let created = Created::bytes(json_body(value)?);
     Ok(match location {
         Some(l) => created.location(l),
         None => created,
@@ -211,7 +214,7 @@ pub fn existing<T: Serialize>(
     value: &T,
     location: Option<String>,
 ) -> AppResult<Existing> {
-    let existing = Existing::json(fingerprint, value).map_err(AppError::Problem)?;
+    let existing = Existing::bytes(fingerprint, json_body(value)?);
     Ok(match location {
         Some(l) => existing.location(l),
         None => existing,
