@@ -317,12 +317,12 @@ impl Application {
         let state = AppState::new(Shared {
             db,
             idem,
-            config: Arc::new(args),
-            metrics: Arc::new(registry),
-            auth: Arc::new(AuthCache::default()),
-            operator_hash: Arc::new(operator_hash),
+            config: args,
+            metrics: registry,
+            auth: AuthCache::default(),
+            operator_hash,
             shutdown: shutdown.clone(),
-            jobs: Arc::new(JobHealth::default()),
+            jobs: JobHealth::default(),
             http_metrics,
             outbox,
         });
@@ -417,7 +417,7 @@ async fn stop_background_work(
     deadline: tokio::time::Instant,
 ) {
     let step = |share: u32| deadline - DRAIN_RESERVE * share / 5;
-    let engine = state.idem();
+    let engine = &state.idem;
     if tokio::time::timeout_at(step(3), engine.drain())
         .await
         .is_err()

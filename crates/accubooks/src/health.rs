@@ -284,7 +284,7 @@ pub async fn system_health(_: Operator, State(state): State<AppState>) -> AppRes
         HealthStatus::Ok
     };
     overall = worst(overall, prune_status);
-    let m = state.idem().metrics();
+    let m = state.idem.metrics();
     let dropped = m.audit_dropped.get();
     let audit_status = if dropped > 0 {
         HealthStatus::Degraded

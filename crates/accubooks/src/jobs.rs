@@ -57,7 +57,7 @@ fn render(t: DateTime<Utc>) -> String {
 /// Reads the key-table numbers once, publishing them as gauges.
 pub async fn refresh_stats(state: &AppState) -> Result<KeyStats, sqlx::Error> {
     let stats = hygiene::stats(&state.db).await?;
-    stats.publish(state.idem().metrics());
+    stats.publish(state.idem.metrics());
     *state.jobs.stats.lock() = Some((stats, Utc::now()));
     Ok(stats)
 }
@@ -66,7 +66,7 @@ pub async fn refresh_stats(state: &AppState) -> Result<KeyStats, sqlx::Error> {
 pub async fn prune_once(state: &AppState) -> Result<PruneOutcome, sqlx::Error> {
     let now = Utc::now();
     let result = hygiene::prune(&state.db).await;
-    let m = state.idem().metrics();
+    let m = state.idem.metrics();
     let mut status = state.jobs.prune.lock();
     status.last_run_at = Some(render(now));
     match &result {

@@ -29,17 +29,17 @@ pub struct Shared {
     /// The exactly-once engine behind every operation.
     pub idem: Idem,
     /// Settings.
-    pub config: Arc<ServeArgs>,
+    pub config: ServeArgs,
     /// This app's metrics registry (never a global).
-    pub metrics: Arc<prometheus_client::registry::Registry>,
+    pub metrics: prometheus_client::registry::Registry,
     /// Token cache.
-    pub auth: Arc<AuthCache>,
+    pub auth: AuthCache,
     /// SHA-256 of the operator token.
-    pub operator_hash: Arc<String>,
+    pub operator_hash: String,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Background job status (prune, audit).
-    pub jobs: Arc<JobHealth>,
+    pub jobs: JobHealth,
     /// HTTP metrics.
     pub http_metrics: crate::web::HttpMetrics,
     /// The workflow worker's wake-up call and the outbox metrics.
@@ -50,11 +50,6 @@ impl AppState {
     /// Shares `shared` with every handler.
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
-    }
-
-    /// The exactly-once engine.
-    pub fn idem(&self) -> &Idem {
-        &self.idem
     }
 }
 

@@ -110,7 +110,7 @@ async fn a_storm_of_abandoned_writes_leaves_the_store_usable(backend: Backend) {
         // Writes whose request arrived whole run to their end without their clients;
         // once they have, the store is free for new work.
         let settling = Instant::now();
-        while app.state.idem().executions_running() > 0 {
+        while app.state.idem.executions_running() > 0 {
             assert!(
                 settling.elapsed() < Duration::from_secs(30),
                 "abandoned writes still running after 30 s"
@@ -140,7 +140,7 @@ async fn a_storm_of_abandoned_writes_leaves_the_store_usable(backend: Backend) {
         "the server drained and stopped within 35 s"
     );
     assert_eq!(
-        state.idem().metrics().audit_dropped.get(),
+        state.idem.metrics().audit_dropped.get(),
         0,
         "no audit row was dropped"
     );
@@ -177,7 +177,7 @@ async fn a_request_cancelled_at_any_await_point_still_commits_once(backend: Back
         let key = format!("cancelled-at-{point}");
         let name = format!("Cancelled at {point}");
         // Arrange: the execution parks at `point`.
-        let hold = app.state.idem().hooks().arm(point);
+        let hold = app.state.idem.hooks().arm(point);
         let request = tokio::spawn(
             router
                 .clone()
@@ -246,7 +246,7 @@ fn spawn_write(
 async fn a_write_that_cannot_start_within_five_seconds_gets_503_on_sqlite() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let co = app.create_company("Acme").await;
-    let hold = app.state.idem().hooks().arm("commit");
+    let hold = app.state.idem.hooks().arm("commit");
     let first = spawn_write(&app, &co, "holds-the-writer", "First");
     hold.reached().await;
 
@@ -293,7 +293,7 @@ async fn a_wedged_writer_turns_readiness_red_and_shutdown_still_ends_within_the_
     assert_eq!(ready.status, 200);
 
     // Arrange: a write parks before its commit, holding SQLite's only writer slot.
-    let hold = app.state.idem().hooks().arm("commit");
+    let hold = app.state.idem.hooks().arm("commit");
     let stuck = spawn_write(&app, &co, "never-finishes", "Stuck");
     hold.reached().await;
 
@@ -335,7 +335,7 @@ async fn a_wedged_writer_turns_readiness_red_and_shutdown_still_ends_within_the_
 async fn readiness_recovers_when_the_writer_finishes() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let co = app.create_company("Acme").await;
-    let hold = app.state.idem().hooks().arm("commit");
+    let hold = app.state.idem.hooks().arm("commit");
     let write = spawn_write(&app, &co, "slow", "Slow");
     hold.reached().await;
     assert_eq!(
@@ -421,7 +421,7 @@ async fn duplicates_of_a_key_executing_on_another_node_share_one_poller() {
     let a = TestApp::spawn(Backend::Postgres).await;
     let b = TestApp::on_db(a.db.another_node(), Default::default()).await;
     let co = a.create_company("Acme").await;
-    let hold = a.state.idem().hooks().arm("claimed");
+    let hold = a.state.idem.hooks().arm("claimed");
     let first = spawn_write(&a, &co, "busy", "Busy");
     hold.reached().await;
 
@@ -446,7 +446,7 @@ async fn duplicates_of_a_key_executing_on_another_node_share_one_poller() {
     }
 
     // Assert: one poller's worth of store reads on B (about 10 in 1.2 s with backoff).
-    let reads = b.state.idem().hooks().times_reached("claim");
+    let reads = b.state.idem.hooks().times_reached("claim");
     assert!(
         reads <= 20,
         "node B read the store {reads} times for 20 waiting duplicates"
@@ -470,7 +470,7 @@ async fn abandoned_writes_count_against_the_in_flight_limit(backend: Backend) {
     // their clients leave, freeing their in-flight slots.
     let mut holds = Vec::new();
     for (point, key) in [("claim", "first"), ("claimed", "second")] {
-        let hold = app.state.idem().hooks().arm(point);
+        let hold = app.state.idem.hooks().arm(point);
         let request = tokio::spawn(router.clone().oneshot(create_customer(&co.token, key, key)));
         hold.reached().await;
         request.abort();
@@ -493,7 +493,7 @@ async fn abandoned_writes_count_against_the_in_flight_limit(backend: Backend) {
         hold.release();
     }
     let settling = Instant::now();
-    while app.state.idem().executions_running() > 0 {
+    while app.state.idem.executions_running() > 0 {
         assert!(settling.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

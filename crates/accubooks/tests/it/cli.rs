@@ -320,7 +320,7 @@ async fn keys_release_refuses_a_live_executor_and_frees_a_silent_one(backend: Ba
 
     // A silent executor (idle in its transaction, parked): the release ends its session,
     // which rolls its write back, and is audited.
-    let hold = app.state.idem().hooks().arm("claimed");
+    let hold = app.state.idem.hooks().arm("claimed");
     let silent = spawn_post(&app, &co.token, "silent");
     hold.reached().await;
     let freed = release("silent");

@@ -72,7 +72,7 @@ async fn a_duplicate_storm_parks_without_holding_connections(backend: Backend) {
     let r = router(&app);
     // The first execution parks before its transaction, holding no connection (and, on
     // SQLite, not the one writer slot the unrelated write needs).
-    let hold = app.state.idem().hooks().arm("claim");
+    let hold = app.state.idem.hooks().arm("claim");
     let first = tokio::spawn({
         let (r, token) = (r.clone(), co.token.clone());
         async move {
@@ -115,7 +115,7 @@ async fn a_duplicate_storm_parks_without_holding_connections(backend: Backend) {
             }
         }
     });
-    let metrics = app.state.idem().metrics();
+    let metrics = app.state.idem.metrics();
     for _ in 0..1000 {
         if metrics.waiters.get() == 999 {
             break;
@@ -137,7 +137,7 @@ async fn a_duplicate_storm_parks_without_holding_connections(backend: Backend) {
         201,
         "an unrelated write is not stalled by the storm"
     );
-    let parked = app.state.idem().metrics().waiters.get();
+    let parked = app.state.idem.metrics().waiters.get();
     assert_eq!(parked, 999, "all duplicates are parked in process");
     watcher.abort();
     assert!(

@@ -261,7 +261,7 @@ async fn a_request_while_the_first_executes_is_409_or_waits_with_prefer(backend:
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("Acme").await;
     for s in specs() {
-        let hold = app.state.idem().hooks().arm("claimed");
+        let hold = app.state.idem.hooks().arm("claimed");
         let first = {
             let (app, s_path, s_method, token, body) = (
                 &app,
@@ -322,7 +322,7 @@ async fn prefer_wait_is_clamped_and_times_out_as_409(backend: Backend) {
     )
     .await;
     let co = app.create_company("Acme").await;
-    let hold = app.state.idem().hooks().arm("claimed");
+    let hold = app.state.idem.hooks().arm("claimed");
     let body = json!({"name": "x"});
     let first = app.post("/api/customers", &co.token, "k-t", &body);
     let probe = async {

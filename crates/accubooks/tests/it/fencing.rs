@@ -187,7 +187,7 @@ async fn shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log(back
     let co = app.create_company("A").await;
     // Parked before its transaction: on SQLite a parked transaction would hold the one
     // writer slot that the other writes below need.
-    let hold = app.state.idem().hooks().arm("claim");
+    let hold = app.state.idem.hooks().arm("claim");
     let body = json!({"name": "x"});
     let first = app.post("/api/customers", &co.token, "sd", &body);
     let rest = async {

@@ -97,7 +97,7 @@ async fn a_bad_audit_row_never_takes_its_neighbours_with_it(backend: Backend) {
     let plain = app.post("/api/customers", &b.token, "plain", &plain_body);
     let (r1, r2) = tokio::join!(nul, plain);
     assert_eq!((r1.status, r2.status), (422, 422));
-    let metrics = app.state.idem().metrics();
+    let metrics = app.state.idem.metrics();
     wait_for_audit(metrics, 2).await;
     assert_eq!(metrics.audit_dropped.get(), 0, "no row is dropped");
     let messages = failed_messages(&app).await;
@@ -175,7 +175,7 @@ async fn audit_error_messages_are_capped(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, 422);
-    wait_for_audit(app.state.idem().metrics(), 1).await;
+    wait_for_audit(app.state.idem.metrics(), 1).await;
     let messages = failed_messages(&app).await;
     assert_eq!(messages.len(), 1);
     assert!(messages[0].len() <= 1024, "{} bytes", messages[0].len());
@@ -265,7 +265,7 @@ async fn a_weak_operator_token_is_refused_at_start(backend: Backend) {
 async fn a_company_lock_does_not_block_inserts_referencing_the_company(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let co = app.create_company("A").await;
-    let hold = app.state.idem().hooks().arm("before_complete");
+    let hold = app.state.idem.hooks().arm("before_complete");
     let grant = {
         let client = app.client.clone();
         let url = app.url("/api/company/members");
