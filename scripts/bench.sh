@@ -263,10 +263,11 @@ field() { # field LINE NAME
     tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'
 }
 
-# pgbench_run URL COMPANY SCRIPT -> sets $tps
+# pgbench_run URL COMPANY SCRIPT [MODE] [CLIENTS] -> sets $tps and $lat_us (the average
+# latency). MODE: pgbench -M, default prepared; CLIENTS: default the run's connections.
 pgbench_run() {
-    local output
-    output="$(pgbench -n -M prepared -c "$conns" -j $((conns < 2 ? conns : 2)) -T "$secs" -D company="$2" \
+    local output clients="${5:-$conns}"
+    output="$(pgbench -n -M "${4:-prepared}" -c "$clients" -j $((clients < 2 ? clients : 2)) -T "$secs" -D company="$2" \
         -f "scripts/bench/pgbench/$3.sql" "$1" 2>&1)" \
         || { echo "$output" >&2; die "pgbench $3 failed"; }
     note_load
@@ -276,6 +277,8 @@ pgbench_run() {
     fi
     tps="$(awk '/^tps = / { print $3 }' <<<"$output")"
     [ -n "$tps" ] || { echo "$output" >&2; die "pgbench $3 printed no tps"; }
+    lat_us="$(awk '/^latency average = / { printf "%.0f", $4 * 1000 }' <<<"$output")"
+    [ -n "$lat_us" ] || { echo "$output" >&2; die "pgbench $3 printed no latency"; }
 }
 
 ceiling_addr=""
@@ -362,8 +365,19 @@ bench_store() { # bench_store sqlite|postgres
             record "$store" "throughput at $conns connections (/s): new write / pgbench, the three inserts as one statement" "$r" "$grps" "$tps"
             pgbench_run "$gurl" "$gcompany" three-statements
             record "$store" "throughput at $conns connections (/s): new write / pgbench, BEGIN + the three inserts + COMMIT" "$r" "$grps" "$tps"
-            pgbench_run "$gurl" "$gcompany" write-path
+            # simple: the server sends its claim and its completion as simple queries,
+            # each with the BEGIN or COMMIT in the same message (pgbench's `\;`).
+            pgbench_run "$gurl" "$gcompany" write-path simple
             record "$store" "throughput at $conns connections (/s): new write / pgbench, the server's current statements" "$r" "$grps" "$tps"
+            # The bound of any gate that commits the record and the audit row with the
+            # business row: those writes alone, without a claim, against the ungated
+            # server's statements.
+            pgbench_run "$gurl" "$gcompany" writes-without-claim prepared 1; wlat="$lat_us"
+            pgbench_run "$gurl" "$gcompany" ungated prepared 1
+            record "$store" "pgbench at 1 connection, latency average (µs): the record and the audit row without a claim / the ungated statements" "$r" "$wlat" "$lat_us"
+            pgbench_run "$gurl" "$gcompany" writes-without-claim; wtps="$tps"
+            pgbench_run "$gurl" "$gcompany" ungated
+            record "$store" "pgbench at $conns connections (/s): the record and the audit row without a claim / the ungated statements" "$r" "$wtps" "$tps"
         fi
     done
     record "$store" "peak RSS during the run (VmHWM, MiB): server / ungated server" "-" \

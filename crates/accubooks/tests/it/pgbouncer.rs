@@ -172,4 +172,57 @@ async fn the_multi_node_tests_hold_through_pgbouncer_in_transaction_mode() {
 
     let db = migrated_db().await;
     frozen_case(&db, &bouncer.via(&db)).await;
+
+    let db = migrated_db().await;
+    claim_lease_case(&bouncer.via(&db)).await;
+}
+
+/// Through the pooler every transaction sets the session's settings again; the claim's
+/// lease, sent in the same message, must still be what the write's transaction runs
+/// under, and must not outlive it on the server connection.
+async fn claim_lease_case(via: &Via) {
+    use idem::store::{self, Claim, Lease};
+    let mut opts = idem::db::ConnectOptions::default();
+    opts.transaction_pooler = true;
+    opts.pool_size = Some(2);
+    opts.statement_timeout = Some(Duration::from_secs(30));
+    opts.idle_in_transaction_timeout = Some(Duration::from_secs(60));
+    let db = idem::Db::connect(&via.url, &opts).await.expect("connect");
+    let scope = idem::Scope::new(
+        "company",
+        "tenant-p",
+        "createCustomer",
+        idem::IdempotencyKey::parse(b"pooled").expect("key"),
+    );
+    let lease = Lease {
+        lease: Duration::from_millis(1234),
+        lock_timeout: Duration::from_millis(567),
+    };
+    let (mut tx, claim) = store::begin_claim(&db, &scope, lease).await.expect("claim");
+    assert!(matches!(claim, Claim::Claimed), "{claim:?}");
+    let inside: (String, String, String) = idem::on_tx!(&mut tx, |c| sqlx::query_as(
+        "select current_setting('statement_timeout'), \
+         current_setting('idle_in_transaction_session_timeout'), \
+         current_setting('lock_timeout')"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("settings");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        inside,
+        ("1234ms".to_owned(), "1234ms".to_owned(), "567ms".to_owned()),
+        "the claim's lease, not the session's settings"
+    );
+    // The next transaction on the pool runs under the session's settings again.
+    let mut tx = db.begin().await.expect("begin");
+    let after: String = idem::on_tx!(&mut tx, |c| sqlx::query_scalar(
+        "select current_setting('statement_timeout')"
+    )
+    .fetch_one(c)
+    .await)
+    .expect("settings");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(after, "30s");
+    db.close().await;
 }
