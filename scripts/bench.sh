@@ -365,9 +365,7 @@ bench_store() { # bench_store sqlite|postgres
             record "$store" "throughput at $conns connections (/s): new write / pgbench, the three inserts as one statement" "$r" "$grps" "$tps"
             pgbench_run "$gurl" "$gcompany" three-statements
             record "$store" "throughput at $conns connections (/s): new write / pgbench, BEGIN + the three inserts + COMMIT" "$r" "$grps" "$tps"
-            # simple: the server sends its claim and its completion as simple queries,
-            # each with the BEGIN or COMMIT in the same message (pgbench's `\;`).
-            pgbench_run "$gurl" "$gcompany" write-path simple
+            pgbench_run "$gurl" "$gcompany" write-path
             record "$store" "throughput at $conns connections (/s): new write / pgbench, the server's current statements" "$r" "$grps" "$tps"
             # The bound of any gate that commits the record and the audit row with the
             # business row: those writes alone, without a claim, against the ungated

@@ -441,144 +441,31 @@ impl Pg {
 
     /// Begins a transaction (through a pooler: with the session's settings for it).
     pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
-        self.begin_after(None).await.map(|(tx, _)| tx)
-    }
-
-    /// Begins a transaction in the same message as `first`, a statement run just before
-    /// the `BEGIN` in the message's implicit transaction, which the `BEGIN` then turns into
-    /// the transaction block: what `first` took (transaction-scoped settings and advisory
-    /// locks) carries on into the transaction. Returns the rows `first` produced. When
-    /// `first` fails, nothing was begun and nothing is held.
-    ///
-    /// `first` is sent as a simple query: it must not carry anything a client sent except
-    /// through [`sql_text`] / [`sql_bytes`].
-    pub async fn begin_after(
-        &self,
-        first: Option<&str>,
-    ) -> Result<(PgTx, Vec<sqlx::postgres::PgRow>), sqlx::Error> {
-        // Through a pooler the session's settings come first, so that what `first` sets
-        // for the transaction (a claim's lease) overrides them.
-        let mut sql = String::new();
-        let mut first_index = 0;
-        if let Some(settings) = &self.per_transaction {
-            sql.push_str("select ");
-            sql.push_str(settings);
-            sql.push_str("; ");
-            first_index = 1;
-        }
-        if let Some(first) = first {
-            sql.push_str(first);
-            sql.push_str("; ");
-        }
-        sql.push_str("begin");
-        let mut conn = self.pool.acquire().await?;
-        let rows = match statement_rows(&mut conn, &sql, first_index).await {
+        let mut tx = match self.pool.begin().await {
             // The connection died while idle in the pool (connections are not pinged as
-            // they leave it): nothing ran; the broken connection is closed as it goes
-            // back, so take another one.
-            Err(e) if session_lost(&e) => {
-                drop(conn);
-                conn = self.pool.acquire().await?;
-                statement_rows(&mut conn, &sql, first_index).await?
-            }
+            // they leave it): nothing was sent but `BEGIN`; the broken connection is
+            // closed as it goes back, so take another one.
+            Err(e) if session_lost(&e) => self.pool.begin().await?,
             other => other?,
         };
-        Ok((
-            PgTx {
-                conn: Some(conn),
-                unnamed: self.pooled,
-            },
-            rows,
-        ))
+        if let Some(settings) = &self.per_transaction {
+            sqlx::query(&format!("select {settings}"))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(PgTx {
+            tx,
+            unnamed: self.pooled,
+        })
     }
 }
 
-/// Runs `sql` (statements separated by `;`) as one simple query; the rows of its
-/// statement number `index` (from 0). (Boxed with its `Send` bound spelled out: the
-/// compiler cannot prove it through sqlx's executor impls for every lifetime.)
-#[cfg(feature = "postgres")]
-fn statement_rows<'c>(
-    conn: &'c mut sqlx::PgConnection,
-    sql: &'c str,
-    index: usize,
-) -> futures::future::BoxFuture<'c, Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>> {
-    Box::pin(async move {
-        use futures::TryStreamExt;
-        let mut steps = sqlx::Executor::fetch_many(conn, sqlx::raw_sql(sql));
-        let mut rows = Vec::new();
-        let mut statement = 0;
-        while let Some(step) = steps.try_next().await? {
-            match step {
-                sqlx::Either::Left(_) => statement += 1,
-                sqlx::Either::Right(row) if statement == index => rows.push(row),
-                sqlx::Either::Right(_) => {}
-            }
-        }
-        Ok(rows)
-    })
-}
-
-/// Runs `sql` (statements separated by `;`) as one simple query (see
-/// [`statement_rows`] for the box).
-#[cfg(feature = "postgres")]
-fn simple_query<'c>(
-    conn: &'c mut sqlx::PgConnection,
-    sql: &'c str,
-) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
-            .await
-            .map(|_| ())
-    })
-}
-
-/// `s` as a PostgreSQL text expression made of hex digits only, whatever `s` holds, for
-/// statements sent as simple queries (no parameters): safe under any
-/// `standard_conforming_strings`, and never SQL.
-#[cfg(feature = "postgres")]
-pub fn sql_text(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            // `convert_from` takes the encoding as a `name`, whose collation ("C") its
-            // result would inherit, and a plpgsql function's parameters inherit from their
-            // arguments: comparisons in the function would then not match the
-            // default-collation indexes (a claim would scan the live records instead of
-            // reading one key).
-            out.push_str("convert_from(");
-            sql_bytes(out, Some(s.as_bytes()));
-            out.push_str(", 'UTF8') collate \"default\"");
-        }
-        None => out.push_str("null"),
-    }
-}
-
-/// `b` as a PostgreSQL `bytea` expression made of hex digits only (see [`sql_text`]).
-#[cfg(feature = "postgres")]
-pub fn sql_bytes(out: &mut String, b: Option<&[u8]>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    match b {
-        Some(b) => {
-            out.reserve(b.len() * 2 + 20);
-            out.push_str("decode('");
-            for byte in b {
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0xf)]));
-            }
-            out.push_str("', 'hex')");
-        }
-        None => out.push_str("null"),
-    }
-}
-
-/// A PostgreSQL transaction; its statements run through [`PgTx::exec`]. It ends with
-/// [`commit`](PgTx::commit) or [`rollback`](PgTx::rollback); dropped unfinished, it is
-/// rolled back by a task of its own (or its connection closed, outside a runtime), so the
-/// connection never goes back to the pool inside it.
+/// A PostgreSQL transaction; its statements run through [`PgTx::exec`].
 #[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub struct PgTx {
-    /// `None` once the transaction ended.
-    conn: Option<sqlx::pool::PoolConnection<Postgres>>,
+    tx: sqlx::Transaction<'static, Postgres>,
     unnamed: bool,
 }
 
@@ -587,82 +474,20 @@ impl PgTx {
     /// The executor for this transaction's statements (prepared without a name through
     /// a transaction pooler, where a named statement would outlive the transaction).
     pub fn exec(&mut self) -> PgExec<'_> {
-        match self.conn.as_mut() {
-            Some(conn) => PgExec {
-                conn,
-                unnamed: self.unnamed,
-            },
-            // `conn` is taken only by the methods that consume the transaction.
-            None => unreachable!("a PgTx is used after it ended"),
+        PgExec {
+            conn: &mut self.tx,
+            unnamed: self.unnamed,
         }
     }
 
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.commit_after(None).await
-    }
-
-    /// Commits in the same message as `last`, a statement run inside the transaction
-    /// just before its `COMMIT`. When `last` fails, the `COMMIT` does not run and the
-    /// transaction is rolled back before the error is returned. `last` is sent as a
-    /// simple query (see [`Pg::begin_after`]).
-    pub async fn commit_after(mut self, last: Option<&str>) -> Result<(), sqlx::Error> {
-        let Some(mut conn) = self.conn.take() else {
-            return Ok(());
-        };
-        let sql = match last {
-            Some(last) => format!("{last}; commit"),
-            None => "commit".to_owned(),
-        };
-        match simple_query(&mut conn, &sql).await {
-            Ok(_) => Ok(()),
-            // The session is gone: whether the commit landed is for the caller to read.
-            Err(e) if session_lost(&e) => {
-                conn.close_on_drop();
-                Err(e)
-            }
-            // A failed COMMIT ends the transaction; a failed `last` leaves it aborted,
-            // with the COMMIT not run.
-            Err(e) if last.is_none() => Err(e),
-            Err(e) => {
-                if simple_query(&mut conn, "rollback").await.is_err() {
-                    conn.close_on_drop();
-                }
-                Err(e)
-            }
-        }
+        self.tx.commit().await
     }
 
     /// Rolls back.
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let Some(mut conn) = self.conn.take() else {
-            return Ok(());
-        };
-        let rolled_back = simple_query(&mut conn, "rollback").await;
-        if rolled_back.is_err() {
-            conn.close_on_drop();
-        }
-        rolled_back.map(|_| ())
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Drop for PgTx {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if simple_query(&mut conn, "rollback").await.is_err() {
-                        conn.close_on_drop();
-                    }
-                });
-            }
-            // Closing the session rolls the transaction back.
-            Err(_) => conn.close_on_drop(),
-        }
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
     }
 }
 

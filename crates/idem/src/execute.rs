@@ -9,11 +9,9 @@
 //! | expired, deterministic record row exists | 200, the resource as it is now | 422 mismatch    |
 //!
 //! Invariants:
-//! - One transaction per execution: the claim ([`store::begin_claim`]), the business
-//!   write, the outbox rows, and the completed record with the `new` audit row
-//!   ([`store::complete_and_commit`]). On PostgreSQL the claim travels in the message
-//!   that begins the transaction and the completion in the one that commits it, so a new
-//!   write is three round trips. At most one execution of a scope commits, because
+//! - One transaction per execution: the claim ([`store::claim`]), the business write,
+//!   the completed record and the `new` audit row ([`store::complete`], one statement on
+//!   PostgreSQL) and the outbox rows. At most one execution of a scope commits, because
 //!   only the claim's holder executes and the claim ends with its transaction; the
 //!   record row's id is the scope's deterministic id.
 //! - A failed execution commits nothing; rolling back frees the key.
@@ -502,43 +500,28 @@ impl Idem {
             lease: inner.cfg.lease,
             lock_timeout: inner.cfg.lock_timeout,
         };
-        let mut tx = match store::begin_claim(&inner.db, &req.scope, lease).await {
-            Ok((tx, Claim::Claimed)) => tx,
-            Ok((tx, Claim::Completed(record))) => {
+        let mut tx = match inner.db.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Attempt::Failed(WriteError::Store(e), 0),
+        };
+        match store::claim(&mut tx, &req.scope, lease).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Completed(record)) => {
                 let _ = tx.rollback().await;
                 return Attempt::Completed(record);
             }
-            Ok((tx, Claim::InFlight)) => {
+            Ok(Claim::InFlight) => {
                 let _ = tx.rollback().await;
                 return Attempt::InFlight;
             }
             Err(e) => return Attempt::Failed(WriteError::Store(e), 0),
-        };
+        }
         match self.execute(&mut tx, req, op, started, cautious).await {
-            Ok(Executed::Done(completion, recorded, workflows)) => {
+            Ok(Executed::Done(reply, recorded, workflows)) => {
                 self.hold("commit", &req.scope).await;
-                let Completion { stored, row, ttl } = *completion;
-                match store::complete_and_commit(
-                    tx,
-                    &req.scope,
-                    req.fingerprint.as_str(),
-                    &stored,
-                    ttl,
-                    &row,
-                )
-                .await
-                {
-                    Ok(true) => {}
-                    // Only a claim holder writes records, so this means the claim was not
-                    // what it seemed: read the key again.
-                    Ok(false) => return Attempt::SessionLost(WriteError::InFlight),
-                    Err(e) => return store_failure(e),
+                if let Err(e) = tx.commit().await {
+                    return store_failure(e);
                 }
-                let reply = WriteReply {
-                    replayed: false,
-                    body: Bytes::from(stored.body),
-                    location: stored.location,
-                };
                 inner
                     .metrics
                     .workflows_triggered
@@ -563,6 +546,12 @@ impl Idem {
                     return Attempt::SessionLost(WriteError::Operation(e));
                 }
                 Attempt::Failed(WriteError::Operation(e), workflows)
+            }
+            Ok(Executed::RecordStands) => {
+                // Only a claim holder writes records, so this means the claim was not
+                // what it seemed: read the key again.
+                let _ = tx.rollback().await;
+                Attempt::SessionLost(WriteError::InFlight)
             }
             Err(e) => {
                 let _ = tx.rollback().await;
@@ -620,8 +609,15 @@ impl Idem {
         let row = crate::observe::audit_row(req, id, "new", recorded, workflows, None, None);
         self.hold("audit", &req.scope).await;
         let ttl = req.op.key_ttl().unwrap_or(inner.cfg.key_ttl);
+        if !store::complete(tx, &req.scope, req.fingerprint.as_str(), &stored, ttl, &row).await? {
+            return Ok(Executed::RecordStands);
+        }
         Ok(Executed::Done(
-            Box::new(Completion { stored, row, ttl }),
+            WriteReply {
+                replayed: false,
+                body: Bytes::from(stored.body),
+                location: stored.location,
+            },
             recorded,
             workflows,
         ))
@@ -637,17 +633,10 @@ impl Idem {
 }
 
 enum Executed<E> {
-    /// Executed: the completion to write as the transaction commits.
-    Done(Box<Completion>, Duration, u32),
+    Done(WriteReply, Duration, u32),
     Existing(Existing),
     Failed(E, u32),
-}
-
-/// What completes an execution: its record and its `new` audit row.
-struct Completion {
-    stored: StoredResponse,
-    row: crate::telemetry::AuditRow,
-    ttl: Duration,
+    RecordStands,
 }
 
 /// A store error inside a claimed transaction: a lost session is read again (the

@@ -21,11 +21,6 @@
 //!   in one statement, inside the write's transaction, so the business write, the stored
 //!   response and the audit row commit together or not at all. It overwrites an expired
 //!   row and never a live one.
-//! - The write path's claim and completion ride on the transaction's own messages on
-//!   PostgreSQL ([`begin_claim`]: `select … from idem_claim(…); begin`;
-//!   [`complete_and_commit`]: `select idem_complete(…); commit`), sent as simple queries
-//!   with their values written in. Text a client sent reaches those statements only as
-//!   hex digits ([`crate::db::sql_text`]), never as SQL.
 //! - Every expiry comparison uses the database's clock on PostgreSQL (`now()`), so a
 //!   node with a skewed clock neither treats a live record as expired nor keeps an
 //!   expired one alive. SQLite is embedded: its clock is the node's.
@@ -130,14 +125,13 @@ pub fn lock_key(scope: &Scope) -> i64 {
     i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-/// What the claim selects from `idem_claim()` (migration 0005, which takes the lock and
-/// then reads the record in a statement of its own: a volatile function's statements each
-/// take a fresh snapshot, so the read sees a completion committed just before the lock
-/// was granted), as integers and text where the simple query reads it back as text.
+/// PostgreSQL: `idem_claim` (migration 0005) takes the lock and then reads the record
+/// in a statement of its own inside one call: a volatile function's statements each take
+/// a fresh snapshot, so the read sees a completion committed just before the lock was
+/// granted. One round trip.
 #[cfg(feature = "postgres")]
-const CLAIM_COLUMNS_PG: &str =
-    "select locked, fingerprint, response_status, response_body, location, \
-         (extract(epoch from expires_at) * 1000000)::bigint as expires_us, remaining_us ";
+const CLAIM_SQL_PG: &str = "select locked, fingerprint, response_status, response_body, \
+     location, expires_at, remaining_us from idem_claim($1, $2, $3, $4, $5, $6)";
 
 #[cfg(feature = "postgres")]
 #[derive(FromRow)]
@@ -147,39 +141,8 @@ struct ClaimRow {
     response_status: Option<i32>,
     response_body: Option<Vec<u8>>,
     location: Option<String>,
-    expires_us: Option<i64>,
+    expires_at: Option<Ts>,
     remaining_us: Option<i64>,
-}
-
-#[cfg(feature = "postgres")]
-impl ClaimRow {
-    fn into_claim(self) -> Claim {
-        let locked = self.locked;
-        let record = match self {
-            ClaimRow {
-                fingerprint: Some(fingerprint),
-                response_status: Some(response_status),
-                response_body: Some(response_body),
-                location,
-                expires_us: Some(expires_us),
-                remaining_us: Some(remaining_us),
-                ..
-            } => Some(Record::from(RecordRow {
-                fingerprint,
-                response_status,
-                response_body,
-                location,
-                expires_at: Ts::from_micros(expires_us),
-                remaining_us,
-            })),
-            _ => None,
-        };
-        match (record, locked) {
-            (Some(record), _) => Claim::Completed(record),
-            (None, true) => Claim::Claimed,
-            (None, false) => Claim::InFlight,
-        }
-    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -187,65 +150,63 @@ const LOOKUP_SQL_SQLITE: &str = "select fingerprint, response_status, response_b
      expires_at, expires_at - $4 as remaining_us from idempotency_keys \
      where tenant = $1 and operation = $2 and idem_key = $3 and expires_at > $4";
 
-/// Begins a write transaction and claims `scope` in it. On PostgreSQL the claim rides on
-/// the message that opens the transaction ([`Pg::begin_after`](crate::db::Pg::begin_after)):
-/// one round trip; on SQLite the writer's `BEGIN IMMEDIATE`, then the record read.
+/// Claims `scope` for the transaction `tx`, without waiting: on PostgreSQL the scope's
+/// advisory lock and the lease's limits for this transaction, then the record, read in a
+/// statement of its own.
 #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-pub async fn begin_claim(
-    db: &crate::db::Db,
-    scope: &Scope,
-    lease: Lease,
-) -> Result<(Tx, Claim), sqlx::Error> {
-    match db {
+pub async fn claim(tx: &mut Tx, scope: &Scope, lease: Lease) -> Result<Claim, sqlx::Error> {
+    match tx {
         #[cfg(feature = "postgres")]
-        crate::db::Db::Postgres(pg) => {
-            let (tx, rows) = pg.begin_after(Some(&claim_sql_pg(scope, lease))).await?;
-            let row = match rows.first() {
-                Some(row) => <ClaimRow as sqlx::FromRow<_>>::from_row(row)?,
-                None => return Err(sqlx::Error::RowNotFound),
-            };
-            Ok((Tx::Postgres(tx), row.into_claim()))
-        }
+        Tx::Postgres(tx) => claim_postgres(tx, scope, lease).await,
+        // The write gate and BEGIN IMMEDIATE already made this the only writer.
         #[cfg(feature = "sqlite")]
-        // The write gate and BEGIN IMMEDIATE make this the only writer.
-        crate::db::Db::Sqlite { .. } => {
-            let mut tx = db.begin().await?;
-            let record = match &mut tx {
-                Tx::Sqlite { tx, .. } => lookup_sqlite(tx, scope).await,
-                #[cfg(feature = "postgres")]
-                Tx::Postgres(_) => unreachable!("a SQLite database begins SQLite transactions"),
-            };
-            match record {
-                Ok(Some(record)) => Ok((tx, Claim::Completed(record))),
-                Ok(None) => Ok((tx, Claim::Claimed)),
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    Err(e)
-                }
-            }
-        }
+        Tx::Sqlite { tx, .. } => Ok(match lookup_sqlite(tx, scope).await? {
+            Some(record) => Claim::Completed(record),
+            None => Claim::Claimed,
+        }),
     }
 }
 
-/// The claim of [`begin_claim`] as a statement for a simple query: [`CLAIM_SQL_PG`] with
-/// its values written in (client-sent text only as hex, through [`crate::db::sql_text`]).
 #[cfg(feature = "postgres")]
-fn claim_sql_pg(scope: &Scope, lease: Lease) -> String {
-    use crate::db::sql_text;
-    let mut sql = String::with_capacity(300 + 2 * scope.key.as_str().len());
-    sql.push_str(CLAIM_COLUMNS_PG);
-    sql.push_str(&format!("from idem_claim({}::bigint, ", lock_key(scope)));
-    sql_text(&mut sql, Some(&scope.tenant));
-    sql.push_str(", ");
-    sql_text(&mut sql, Some(scope.operation));
-    sql.push_str(", ");
-    sql_text(&mut sql, Some(scope.key.as_str()));
-    sql.push_str(&format!(
-        ", '{}', '{}')",
-        millis(lease.lease),
-        millis(lease.lock_timeout)
-    ));
-    sql
+async fn claim_postgres(
+    tx: &mut crate::db::PgTx,
+    scope: &Scope,
+    lease: Lease,
+) -> Result<Claim, sqlx::Error> {
+    let row = sqlx::query_as::<_, ClaimRow>(CLAIM_SQL_PG)
+        .bind(lock_key(scope))
+        .bind(&scope.tenant)
+        .bind(scope.operation)
+        .bind(scope.key.as_str())
+        .bind(millis(lease.lease))
+        .bind(millis(lease.lock_timeout))
+        .fetch_one(tx.exec())
+        .await?;
+    let locked = row.locked;
+    let record = match row {
+        ClaimRow {
+            fingerprint: Some(fingerprint),
+            response_status: Some(response_status),
+            response_body: Some(response_body),
+            location,
+            expires_at: Some(expires_at),
+            remaining_us: Some(remaining_us),
+            ..
+        } => Some(Record::from(RecordRow {
+            fingerprint,
+            response_status,
+            response_body,
+            location,
+            expires_at,
+            remaining_us,
+        })),
+        _ => None,
+    };
+    Ok(match (record, locked) {
+        (Some(record), _) => Claim::Completed(record),
+        (None, true) => Claim::Claimed,
+        (None, false) => Claim::InFlight,
+    })
 }
 
 #[cfg(feature = "postgres")]
@@ -326,145 +287,6 @@ pub async fn complete(
             Ok(true)
         }
     }
-}
-
-/// Completes the write (see [`complete`]) and commits, consuming the transaction.
-/// `Ok(false)`: a live record stands, and the transaction was rolled back. On PostgreSQL
-/// the completion rides on the `COMMIT`'s message ([`PgTx::commit_after`]) unless the
-/// response is larger than [`FUSED_BODY_MAX`].
-///
-/// [`PgTx::commit_after`]: crate::db::PgTx::commit_after
-pub async fn complete_and_commit(
-    tx: Tx,
-    scope: &Scope,
-    fingerprint: &str,
-    response: &StoredResponse,
-    ttl: Duration,
-    audit: &AuditRow,
-) -> Result<bool, sqlx::Error> {
-    match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(pg) if response.body.len() <= FUSED_BODY_MAX => {
-            let last = complete_sql_pg(scope, fingerprint, response, ttl, &audit.sanitized());
-            match pg.commit_after(Some(&last)).await {
-                Ok(()) => Ok(true),
-                Err(e) if is_record_stands(&e) => Ok(false),
-                Err(e) => Err(e),
-            }
-        }
-        tx => complete_then_commit(tx, scope, fingerprint, response, ttl, audit).await,
-    }
-}
-
-/// The largest response body written into the completion's simple query (as hex, twice
-/// its size); a larger one is completed by a statement of its own, with its body bound.
-#[cfg(feature = "postgres")]
-pub const FUSED_BODY_MAX: usize = 64 * 1024;
-
-async fn complete_then_commit(
-    mut tx: Tx,
-    scope: &Scope,
-    fingerprint: &str,
-    response: &StoredResponse,
-    ttl: Duration,
-    audit: &AuditRow,
-) -> Result<bool, sqlx::Error> {
-    match complete(&mut tx, scope, fingerprint, response, ttl, audit).await {
-        Ok(true) => tx.commit().await.map(|()| true),
-        Ok(false) => {
-            let _ = tx.rollback().await;
-            Ok(false)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
-/// `idem_complete()` (migration 0007) raised: a live record stands.
-#[cfg(feature = "postgres")]
-fn is_record_stands(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c == "IDM01")
-}
-
-/// `select idem_complete(...)` with its values written in: every text and the body as
-/// hex ([`crate::db::sql_text`], [`crate::db::sql_bytes`]), numbers formatted by us.
-#[cfg(feature = "postgres")]
-fn complete_sql_pg(
-    scope: &Scope,
-    fingerprint: &str,
-    response: &StoredResponse,
-    ttl: Duration,
-    audit: &AuditRow,
-) -> String {
-    use crate::db::{sql_bytes, sql_text};
-    use std::fmt::Write as _;
-    fn float(out: &mut String, v: f64) {
-        let v = if v.is_finite() { v } else { 0.0 };
-        let _ = write!(out, "{v:?}::float8");
-    }
-    let mut sql = String::with_capacity(1200 + 2 * response.body.len());
-    sql.push_str("select idem_complete(");
-    let texts_then = |sql: &mut String, texts: &[Option<&str>]| {
-        for t in texts {
-            sql_text(sql, *t);
-            sql.push_str(", ");
-        }
-    };
-    texts_then(
-        &mut sql,
-        &[
-            Some(&scope.tenant),
-            Some(scope.operation),
-            Some(scope.key.as_str()),
-            Some(fingerprint),
-        ],
-    );
-    let _ = write!(sql, "{}::integer, ", response.status);
-    sql_bytes(&mut sql, Some(&response.body));
-    sql.push_str(", ");
-    sql_text(&mut sql, response.location.as_deref());
-    let _ = write!(sql, ", '{}'::uuid, ", response.resource_id);
-    sql_text(&mut sql, Some(&audit.request_id));
-    sql.push_str(", ");
-    float(&mut sql, ttl.as_secs_f64());
-    let _ = write!(sql, ", '{}'::uuid, ", audit.id);
-    texts_then(
-        &mut sql,
-        &[
-            Some(audit.operation_name),
-            Some(audit.operation_type),
-            audit.deterministic_id.as_deref(),
-            Some(&audit.company_id),
-            audit.user_id.as_deref(),
-            Some(audit.status),
-        ],
-    );
-    float(&mut sql, audit.execution_duration_ms);
-    let _ = write!(sql, ", {}::bigint, ", audit.timestamp.micros());
-    texts_then(
-        &mut sql,
-        &[
-            Some(&audit.request_id),
-            audit.idempotency_key.as_deref(),
-            Some(&audit.route_path),
-            Some(&audit.http_method),
-        ],
-    );
-    let _ = write!(
-        sql,
-        "{}::integer, {}, ",
-        audit.workflows_triggered, audit.side_effects_executed
-    );
-    sql_text(&mut sql, audit.error_message.as_deref());
-    sql.push_str(", ");
-    let metadata = audit.metadata.as_ref().map(|m| m.to_string());
-    sql_text(&mut sql, metadata.as_deref());
-    sql.push_str("::jsonb)");
-    sql
 }
 
 macro_rules! upsert_record {

@@ -60,12 +60,6 @@ fn audit(scope: &Scope, request_id: &str) -> AuditRow {
     }
 }
 
-async fn claim(db: &idem::Db, s: &Scope, lease_ms: u64) -> (Tx, Claim) {
-    store::begin_claim(db, s, lease(lease_ms))
-        .await
-        .expect("claim")
-}
-
 async fn complete(
     tx: &mut Tx,
     scope: &Scope,
@@ -90,27 +84,45 @@ async fn a_claim_is_exclusive_until_its_transaction_ends_and_a_completion_is_rep
     let app = TestApp::spawn(backend).await;
     let db = &app.state.db;
     let s = scope("exclusive");
-    let (first, c) = claim(db, &s, 5000).await;
-    assert!(matches!(c, Claim::Claimed), "{c:?}");
+    let mut first = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut first, &s, lease(5000))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
     if backend == Backend::Postgres {
         // Another transaction learns "in flight" at once, without waiting on a lock.
+        let mut other = db.begin().await.expect("begin");
         let started = std::time::Instant::now();
-        let (other, c) = claim(db, &s, 5000).await;
-        assert!(matches!(c, Claim::InFlight), "{c:?}");
+        assert!(matches!(
+            store::claim(&mut other, &s, lease(5000))
+                .await
+                .expect("claim"),
+            Claim::InFlight
+        ));
         assert!(started.elapsed() < Duration::from_millis(500));
         other.rollback().await.expect("rollback");
     }
     // Rolling back frees the scope.
     first.rollback().await.expect("rollback");
-    let (mut second, c) = claim(db, &s, 5000).await;
-    assert!(matches!(c, Claim::Claimed), "{c:?}");
+    let mut second = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut second, &s, lease(5000))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
     assert!(complete(&mut second, &s, "fp", "{\"n\":2}")
         .await
         .expect("complete"));
     second.commit().await.expect("commit");
     // Completed: every later claim finds the record and its exact body.
-    let (third, c) = claim(db, &s, 5000).await;
-    match c {
+    let mut third = db.begin().await.expect("begin");
+    match store::claim(&mut third, &s, lease(5000))
+        .await
+        .expect("claim")
+    {
         Claim::Completed(r) => {
             assert_eq!(r.fingerprint, "fp");
             assert_eq!(r.response_body, b"{\"n\":2}");
@@ -132,15 +144,24 @@ async fn an_executor_past_its_lease_cannot_complete_after_others_claimed(backend
     let app = TestApp::spawn(backend).await;
     let db = &app.state.db;
     let s = scope("aba");
-    let (mut a, c) = claim(db, &s, 300).await;
-    assert!(matches!(c, Claim::Claimed), "{c:?}");
+    let mut a = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut a, &s, lease(300)).await.expect("claim"),
+        Claim::Claimed
+    ));
     // A stalls idle in its transaction past the lease: the server ends its session.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (b, c) = claim(db, &s, 5000).await;
-    assert!(matches!(c, Claim::Claimed), "{c:?}");
+    let mut b = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut b, &s, lease(5000)).await.expect("claim"),
+        Claim::Claimed
+    ));
     b.rollback().await.expect("B fails and releases");
-    let (mut c, got) = claim(db, &s, 5000).await;
-    assert!(matches!(got, Claim::Claimed), "{got:?}");
+    let mut c = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut c, &s, lease(5000)).await.expect("claim"),
+        Claim::Claimed
+    ));
     assert!(complete(&mut c, &s, "fp-c", "C").await.expect("complete"));
     c.commit().await.expect("commit");
     let late = match complete(&mut a, &s, "fp-a", "A").await {
@@ -251,8 +272,13 @@ async fn a_claim_leaves_nothing_on_its_connection(backend: Backend) {
         show("idle_in_transaction_session_timeout").await,
         show("statement_timeout").await,
     );
-    let (mut tx, c) = claim(db, &scope("sync"), 1234).await;
-    assert!(matches!(c, Claim::Claimed), "{c:?}");
+    let mut tx = db.begin().await.expect("begin");
+    assert!(matches!(
+        store::claim(&mut tx, &scope("sync"), lease(1234))
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    ));
     let inside: String = idem::on_tx!(&mut tx, |c| sqlx::query_scalar("show statement_timeout")
         .fetch_one(c)
         .await)
@@ -276,186 +302,10 @@ async fn a_claim_leaves_nothing_on_its_connection(backend: Backend) {
     assert_eq!(locks, 0, "no advisory lock outlives the transaction");
 }
 
-/// The write path's own primitives: the claim taken by the message that begins the
-/// transaction and the completion sent with the commit. Values travel inside the SQL on
-/// PostgreSQL (simple queries), so a key and a body holding quotes, backslashes and
-/// dollar signs must come back exactly, and so must every audit field.
-async fn a_claim_begun_and_a_completion_committed_together_round_trip_every_value(
-    backend: Backend,
-) {
-    let app = TestApp::spawn(backend).await;
-    let db = &app.state.db;
-    let s = scope(r#"it's"q"\;--$$x$q$'"#);
-    let (tx, claim) = store::begin_claim(db, &s, lease(5000))
-        .await
-        .expect("claim");
-    assert!(matches!(claim, Claim::Claimed), "{claim:?}");
-    let mut tx = Some(tx);
-    if backend == Backend::Postgres {
-        // A second executor learns "in flight" at once, and its refused transaction
-        // holds nothing.
-        let started = std::time::Instant::now();
-        let (other, claim) = store::begin_claim(db, &s, lease(5000))
-            .await
-            .expect("claim");
-        assert!(matches!(claim, Claim::InFlight), "{claim:?}");
-        assert!(started.elapsed() < Duration::from_millis(500));
-        other.rollback().await.expect("rollback");
-    }
-    let body: Vec<u8> = b"{\"a\":\"'\\\"$$\"}\x00\xff".to_vec();
-    let response = StoredResponse {
-        status: 201,
-        body: body.clone(),
-        location: Some("/api/customers/'x'".to_owned()),
-        resource_id: s.deterministic_id(),
-    };
-    let mut row = audit(&s, "req-'1'");
-    row.user_id = Some("user-\\'".to_owned());
-    row.execution_duration_ms = 12.345;
-    row.metadata = Some(json!({"note": "it's", "n": 1}));
-    let ttl = Duration::from_secs(90);
-    let committed =
-        store::complete_and_commit(tx.take().expect("tx"), &s, "fp-'\\", &response, ttl, &row)
-            .await
-            .expect("complete");
-    assert!(committed);
-
-    let (again, claim) = store::begin_claim(db, &s, lease(5000))
-        .await
-        .expect("claim");
-    match claim {
-        Claim::Completed(r) => {
-            assert_eq!(r.fingerprint, "fp-'\\");
-            assert_eq!(r.response_body, body);
-            assert_eq!(r.location.as_deref(), Some("/api/customers/'x'"));
-            assert!(r.remaining > Duration::from_secs(80) && r.remaining <= ttl);
-        }
-        other => panic!("expected the completed record, got {other:?}"),
-    }
-    again.rollback().await.expect("rollback");
-
-    let stored: (String, String, Option<String>, f64, i64, Option<String>) =
-        idem::on_db!(db, |c| sqlx::query_as(
-            "select request_id, idempotency_key, user_id, execution_duration_ms, \
-             cast(workflows_triggered as bigint), cast(metadata as text) \
-             from idempotent_write_audit_log where deterministic_id = $1"
-        )
-        .bind(s.deterministic_id().to_string())
-        .fetch_one(c)
-        .await)
-        .expect("the audit row");
-    assert_eq!(stored.0, "req-'1'");
-    assert_eq!(stored.1, s.key.as_str());
-    assert_eq!(stored.2.as_deref(), Some("user-\\'"));
-    assert!((stored.3 - 12.345).abs() < 1e-9);
-    assert_eq!(stored.4, 0);
-    let metadata: serde_json::Value =
-        serde_json::from_str(stored.5.as_deref().expect("metadata")).expect("json");
-    assert_eq!(metadata, json!({"note": "it's", "n": 1}));
-    let at: idem::Ts = idem::on_db!(db, |c| sqlx::query_scalar(
-        "select timestamp from idempotent_write_audit_log where deterministic_id = $1"
-    )
-    .bind(s.deterministic_id().to_string())
-    .fetch_one(c)
-    .await)
-    .expect("timestamp");
-    assert_eq!(at.micros(), row.timestamp.micros(), "to the microsecond");
-}
-
-/// A completion that meets a live record (which a claim holder cannot) commits nothing
-/// of its transaction, even though it was sent together with the `COMMIT`.
-async fn a_completion_meeting_a_live_record_commits_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let db = &app.state.db;
-    let live = scope("live");
-    let (tx, _) = store::begin_claim(db, &live, lease(5000))
-        .await
-        .expect("claim");
-    assert!(store::complete_and_commit(
-        tx,
-        &live,
-        "fp-1",
-        &response(&live, "first"),
-        Duration::from_secs(60),
-        &audit(&live, "first")
-    )
-    .await
-    .expect("complete"));
-
-    // A transaction that skipped the claim writes another key's record, then completes
-    // the live key.
-    let mut tx = db.begin().await.expect("begin");
-    let other = scope("written-before");
-    assert!(complete(&mut tx, &other, "fp-o", "other")
-        .await
-        .expect("complete"));
-    let committed = store::complete_and_commit(
-        tx,
-        &live,
-        "fp-2",
-        &response(&live, "second"),
-        Duration::from_secs(60),
-        &audit(&live, "second"),
-    )
-    .await
-    .expect("complete");
-    assert!(!committed, "a live record stands");
-    assert!(
-        store::load(db, &other).await.expect("load").is_none(),
-        "nothing of the transaction was committed"
-    );
-    let stored = store::load(db, &live).await.expect("load").expect("record");
-    assert_eq!(stored.response_body, b"first");
-    // The connection went back usable: the next write commits.
-    let next = scope("next");
-    let (tx, claim) = store::begin_claim(db, &next, lease(5000))
-        .await
-        .expect("claim");
-    assert!(matches!(claim, Claim::Claimed));
-    assert!(store::complete_and_commit(
-        tx,
-        &next,
-        "fp",
-        &response(&next, "n"),
-        Duration::from_secs(60),
-        &audit(&next, "n")
-    )
-    .await
-    .expect("complete"));
-}
-
-/// An executor whose session the server ended at its lease cannot commit its completion,
-/// though the completion and the `COMMIT` travel together.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
-async fn an_executor_past_its_lease_cannot_commit_its_completion_on_postgres() {
-    if crate::harness::postgres_url().is_none() {
-        eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
-        return;
-    }
-    let app = TestApp::spawn(Backend::Postgres).await;
-    let db = &app.state.db;
-    let s = scope("late");
-    let (tx, claim) = store::begin_claim(db, &s, lease(300)).await.expect("claim");
-    assert!(matches!(claim, Claim::Claimed));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let e = store::complete_and_commit(
-        tx,
-        &s,
-        "fp",
-        &response(&s, "late"),
-        Duration::from_secs(60),
-        &audit(&s, "late"),
-    )
-    .await
-    .expect_err("the session was ended at the lease");
-    assert!(idem::db::session_lost(&e), "{e}");
-    assert!(store::load(db, &s).await.expect("load").is_none());
-}
-
-/// Issue: the claim's values, written into its statement, once carried the collation of
-/// `convert_from`'s `name` argument into idem_claim(), whose lookup then no longer
-/// matched the primary key and read every live record instead. A claim reads its key.
+/// A claim finds the scope's record by the primary key, never by reading the live
+/// records (a claim whose values carried another collation than the key's columns once
+/// did, in an experiment with the claim written into its statement): the claim's own
+/// transaction's index statistics say which index it read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(not(pg_tests), ignore = "PostgreSQL: set DATABASE_URL_TEST to run")]
 async fn a_claim_reads_its_key_not_the_live_records_on_postgres() {
@@ -463,33 +313,29 @@ async fn a_claim_reads_its_key_not_the_live_records_on_postgres() {
         eprintln!("skipped on PostgreSQL: DATABASE_URL_TEST is not set");
         return;
     }
-    const LIVE: i64 = 3000;
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = &app.state.db;
-    let idem::Db::Postgres(admin) = db else {
+    let idem::Db::Postgres(pg) = db else {
         unreachable!("a PostgreSQL test database")
     };
     sqlx::query(
         "insert into idempotency_keys (tenant, operation, idem_key, fingerprint, \
          response_status, response_body, created_at, completed_at, expires_at) \
          select 'tenant-f', 'createCustomer', 'live-' || i, 'fp', 201, '\\x7b7d', now(), \
-         now(), now() + interval '1 day' from generate_series(1, $1) i",
+         now(), now() + interval '1 day' from generate_series(1, 3000) i",
     )
-    .bind(LIVE)
-    .execute(admin.pool())
+    .execute(pg.pool())
     .await
     .expect("fill");
     sqlx::query("analyze idempotency_keys")
-        .execute(admin.pool())
+        .execute(pg.pool())
         .await
         .expect("analyze");
-
-    // The claim's lookup runs in the transaction it begins, whose own index statistics
-    // say how the record was found.
-    let (mut tx, claim) = store::begin_claim(db, &scope("fresh"), lease(5000))
+    let mut tx = db.begin().await.expect("begin");
+    let claim = store::claim(&mut tx, &scope("fresh"), lease(5000))
         .await
         .expect("claim");
-    assert!(matches!(claim, Claim::Claimed));
+    assert!(matches!(claim, Claim::Claimed), "{claim:?}");
     let (by_key, live_read): (i64, i64) = idem::on_tx!(&mut tx, |c| sqlx::query_as(
         "select pg_stat_get_xact_numscans('idempotency_keys_pkey'::regclass), \
          pg_stat_get_xact_tuples_returned('idempotency_keys_expires_at'::regclass)"
@@ -506,8 +352,6 @@ async fn a_claim_reads_its_key_not_the_live_records_on_postgres() {
 }
 
 backend_tests!(
-    a_claim_begun_and_a_completion_committed_together_round_trip_every_value,
-    a_completion_meeting_a_live_record_commits_nothing,
     a_claim_is_exclusive_until_its_transaction_ends_and_a_completion_is_replayed,
     an_executor_past_its_lease_cannot_complete_after_others_claimed,
     shutdown_lets_parked_waiters_go_with_503_and_flushes_the_audit_log,

@@ -178,8 +178,8 @@ async fn the_multi_node_tests_hold_through_pgbouncer_in_transaction_mode() {
 }
 
 /// Through the pooler every transaction sets the session's settings again; the claim's
-/// lease, sent in the same message, must still be what the write's transaction runs
-/// under, and must not outlive it on the server connection.
+/// lease must still be what the write's transaction runs under, and must not outlive it
+/// on the server connection.
 async fn claim_lease_case(via: &Via) {
     use idem::store::{self, Claim, Lease};
     let mut opts = idem::db::ConnectOptions::default();
@@ -198,7 +198,8 @@ async fn claim_lease_case(via: &Via) {
         lease: Duration::from_millis(1234),
         lock_timeout: Duration::from_millis(567),
     };
-    let (mut tx, claim) = store::begin_claim(&db, &scope, lease).await.expect("claim");
+    let mut tx = db.begin().await.expect("begin");
+    let claim = store::claim(&mut tx, &scope, lease).await.expect("claim");
     assert!(matches!(claim, Claim::Claimed), "{claim:?}");
     let inside: (String, String, String) = idem::on_tx!(&mut tx, |c| sqlx::query_as(
         "select current_setting('statement_timeout'), \
