@@ -263,11 +263,11 @@ field() { # field LINE NAME
     tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'
 }
 
-# pgbench_run URL COMPANY SCRIPT [MODE] [CLIENTS] -> sets $tps and $lat_us (the average
-# latency). MODE: pgbench -M, default prepared; CLIENTS: default the run's connections.
+# pgbench_run URL COMPANY SCRIPT [CLIENTS] -> sets $tps and $lat_us (the average latency).
+# CLIENTS: default the run's connections.
 pgbench_run() {
-    local output clients="${5:-$conns}"
-    output="$(pgbench -n -M "${4:-prepared}" -c "$clients" -j $((clients < 2 ? clients : 2)) -T "$secs" -D company="$2" \
+    local output clients="${4:-$conns}"
+    output="$(pgbench -n -M prepared -c "$clients" -j $((clients < 2 ? clients : 2)) -T "$secs" -D company="$2" \
         -f "scripts/bench/pgbench/$3.sql" "$1" 2>&1)" \
         || { echo "$output" >&2; die "pgbench $3 failed"; }
     note_load
@@ -370,8 +370,8 @@ bench_store() { # bench_store sqlite|postgres
             # The bound of any gate that commits the record and the audit row with the
             # business row: those writes alone, without a claim, against the ungated
             # server's statements.
-            pgbench_run "$gurl" "$gcompany" writes-without-claim prepared 1; wlat="$lat_us"
-            pgbench_run "$gurl" "$gcompany" ungated prepared 1
+            pgbench_run "$gurl" "$gcompany" writes-without-claim 1; wlat="$lat_us"
+            pgbench_run "$gurl" "$gcompany" ungated 1
             record "$store" "pgbench at 1 connection, latency average (µs): the record and the audit row without a claim / the ungated statements" "$r" "$wlat" "$lat_us"
             pgbench_run "$gurl" "$gcompany" writes-without-claim; wtps="$tps"
             pgbench_run "$gurl" "$gcompany" ungated
